@@ -1,0 +1,80 @@
+#include "base/event_loop.hpp"
+
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include <cerrno>
+
+namespace popek::base {
+
+Result<std::unique_ptr<EventLoop>> EventLoop::create(const char* thread_name) {
+    std::unique_ptr<EventLoop> loop(new EventLoop());
+    loop->name_ = thread_name;
+    loop->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+    if (!loop->epoll_.valid()) return Error::from_errno("epoll_create1");
+    loop->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!loop->wake_.valid()) return Error::from_errno("eventfd");
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = loop->wake_.get();
+    if (::epoll_ctl(loop->epoll_.get(), EPOLL_CTL_ADD, loop->wake_.get(), &ev) != 0)
+        return Error::from_errno("epoll_ctl(wake)");
+    return loop;
+}
+
+EventLoop::~EventLoop() { stop(); }
+
+Result<void> EventLoop::add(int fd, uint32_t events, Handler handler) {
+    {
+        std::lock_guard lock(mu_);
+        handlers_[fd] = std::move(handler);
+    }
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.fd = fd;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+        std::lock_guard lock(mu_);
+        handlers_.erase(fd);
+        return Error::from_errno("epoll_ctl(add fd " + std::to_string(fd) + ")");
+    }
+    return {};
+}
+
+void EventLoop::start() { thread_ = std::thread([this] { thread_main(); }); }
+
+void EventLoop::stop() {
+    stopping_.store(true);
+    uint64_t one = 1;
+    if (wake_.valid()) (void)!::write(wake_.get(), &one, sizeof one);
+    if (thread_.joinable()) thread_.join();
+}
+
+void EventLoop::thread_main() {
+    pthread_setname_np(pthread_self(), name_);
+    epoll_event events[16];
+    while (!stopping_.load()) {
+        int n = ::epoll_wait(epoll_.get(), events, 16, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        for (int i = 0; i < n; i++) {
+            int fd = events[i].data.fd;
+            if (fd == wake_.get()) return;
+            Handler* h = nullptr;
+            {
+                std::lock_guard lock(mu_);
+                auto it = handlers_.find(fd);
+                if (it != handlers_.end()) h = &it->second;
+            }
+            if (h != nullptr && !(*h)(events[i].events)) {
+                ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+                std::lock_guard lock(mu_);
+                handlers_.erase(fd);
+            }
+        }
+    }
+}
+
+}  // namespace popek::base

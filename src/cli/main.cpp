@@ -1,0 +1,98 @@
+// popek's command line: parses, validates, hands a VmConfig to the VMM and
+// turns how the guest ended into an exit status.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+
+#include "base/bytes.hpp"
+#include "vmm/config.hpp"
+#include "vmm/machine.hpp"
+
+namespace {
+
+using namespace popek;
+
+constexpr int kExitBadInput = 2;
+
+int fail(const std::string& message) {
+    std::fprintf(stderr, "popek: error: %s\n", message.c_str());
+    return kExitBadInput;
+}
+
+// The exit-status contract (README "Exit status").
+int exit_status(const devices::GuestExit& e) {
+    switch (e.kind) {
+        case devices::GuestExitKind::PowerOff: return 0;
+        case devices::GuestExitKind::DebugExit: return static_cast<int>(e.code & 0xff);
+        case devices::GuestExitKind::Reset: return 3;
+        case devices::GuestExitKind::Crash: return 4;
+        case devices::GuestExitKind::Terminated: return 128 + static_cast<int>(e.code);
+    }
+    return 1;
+}
+
+int run_vm(const vmm::VmConfig& cfg) {
+    auto machine = vmm::Machine::create(cfg);
+    if (!machine) return fail(machine.error().message);
+    if (!(*machine)->console().pty_path.empty())
+        std::fprintf(stderr, "popek: serial console on %s\n", (*machine)->console().pty_path.c_str());
+    auto result = (*machine)->run();
+    if (!result) {
+        std::fprintf(stderr, "popek: %s\n", result.error().message.c_str());
+        return 1;
+    }
+    const devices::GuestExit& e = *result;
+    switch (e.kind) {
+        case devices::GuestExitKind::PowerOff: break;
+        case devices::GuestExitKind::DebugExit:
+            if (e.code != 0) std::fprintf(stderr, "popek: guest wrote %u to the debug-exit port\n", e.code);
+            break;
+        case devices::GuestExitKind::Reset: std::fprintf(stderr, "popek: guest reset (%s)\n", e.detail.c_str()); break;
+        case devices::GuestExitKind::Crash: std::fprintf(stderr, "popek: guest crashed: %s\n", e.detail.c_str()); break;
+        case devices::GuestExitKind::Terminated: std::fprintf(stderr, "popek: %s\n", e.detail.c_str()); break;
+    }
+    return exit_status(e);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"popek: a virtual machine monitor for Linux KVM", "popek"};
+    app.require_subcommand(1);
+    app.set_help_all_flag("--help-all", "Show help for all subcommands");
+
+    auto* version = app.add_subcommand("version", "Print popek's version");
+
+    vmm::VmConfig cfg;
+    std::string memory = "256M";
+    std::string serial = "stdio";
+    auto* run = app.add_subcommand("run", "Boot a VM");
+    run->add_option("--kernel", cfg.kernel_path, "Kernel: a PVH ELF or a Linux bzImage")->required();
+    run->add_option("--initrd", cfg.initrd_path, "Initial ramdisk");
+    run->add_option("--cmdline", cfg.cmdline, "Kernel command line");
+    run->add_option("--cpus", cfg.cpus, "Number of vCPUs (1-32)")->default_val(1);
+    run->add_option("--memory", memory, "Guest RAM, e.g. 256M or 2G")->default_val("256M");
+    run->add_option("--serial", serial, "Serial console: stdio, file:PATH, pty or none")->default_val("stdio");
+    run->add_option("--kvm-device", cfg.kvm_device, "KVM device node")->default_val("/dev/kvm");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        // One line, not CLI11's multi-line banner.
+        return fail(e.what());
+    }
+
+    if (version->parsed()) {
+        std::printf("popek %s\n", POPEK_VERSION);
+        return 0;
+    }
+    auto bytes = base::parse_size(memory);
+    if (!bytes) return fail("--memory " + memory + ": expected a size like 256M or 2G");
+    cfg.memory_bytes = *bytes;
+    if (auto r = vmm::parse_serial(serial, cfg); !r) return fail(r.error().message);
+    return run_vm(cfg);
+}

@@ -1,0 +1,94 @@
+// The hypervisor interface: what the VMM needs from a CPU-virtualization
+// backend. KVM implements it in hv/kvm; an emulation engine will implement it
+// in hv/emu. Nothing outside a backend sees its ioctls or structures.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/result.hpp"
+#include "hv/x86_state.hpp"
+
+namespace popek::hv {
+
+// Why Vcpu::run() returned.
+enum class ExitKind {
+    Io,            // port I/O: port, size, count, is_write, data
+    Mmio,          // MMIO to an address that is not RAM: addr, size, is_write, data
+    Interrupted,   // request_exit() or a signal; nothing to emulate
+    Halt,          // HLT with no in-kernel irqchip to wait for interrupts
+    Shutdown,      // triple fault: the guest is dead
+    Reset,         // the guest asked for a reset through the hypervisor
+    PowerOff,      // the guest asked for power-off through the hypervisor
+    InternalError, // the backend could not emulate something (detail in `detail`)
+};
+
+struct VcpuExit {
+    ExitKind kind = ExitKind::Interrupted;
+    uint64_t addr = 0;      // port number or guest-physical MMIO address
+    uint32_t size = 0;      // bytes per access (1, 2, 4 or 8)
+    uint32_t count = 1;     // repetitions (string port I/O)
+    bool is_write = false;
+    uint8_t* data = nullptr;  // size*count bytes owned by the backend; reads fill it
+    uint64_t detail = 0;    // backend-specific code for errors, for reports
+};
+
+class Vcpu {
+public:
+    virtual ~Vcpu() = default;
+    [[nodiscard]] virtual uint32_t index() const = 0;
+
+    // Runs guest code until something needs the VMM. Call on the vCPU's own thread.
+    virtual base::Result<VcpuExit> run() = 0;
+    // Thread-safe: makes the current or the next run() return ExitKind::Interrupted soon.
+    virtual void request_exit() = 0;
+    // Clears a pending request_exit() (the vCPU thread calls it once it has seen it).
+    virtual void clear_exit_request() = 0;
+
+    virtual base::Result<Regs> get_regs() = 0;
+    virtual base::Result<void> set_regs(const Regs&) = 0;
+    virtual base::Result<Sregs> get_sregs() = 0;
+    virtual base::Result<void> set_sregs(const Sregs&) = 0;
+    virtual base::Result<void> set_cpuid(std::span<const CpuidEntry>) = 0;
+    virtual base::Result<void> set_msrs(std::span<const MsrEntry>) = 0;
+    // Reads the MSRs whose indices are given in `msrs`, filling in the values.
+    virtual base::Result<void> get_msrs(std::span<MsrEntry> msrs) = 0;
+    // Architectural reset state for the FPU/SSE unit (FCW 0x37f, MXCSR 0x1f80).
+    virtual base::Result<void> reset_fpu() = 0;
+    // Local APIC LINT0 as ExtINT and LINT1 as NMI, as firmware leaves it.
+    virtual base::Result<void> setup_lapic_lints() = 0;
+};
+
+struct VmOptions {
+    uint32_t vcpu_count = 1;
+};
+
+class Vm {
+public:
+    virtual ~Vm() = default;
+    // Makes [gpa, gpa+size) guest RAM backed by host memory at `host`.
+    virtual base::Result<void> map_memory(uint32_t slot, uint64_t gpa, uint64_t size, uint8_t* host) = 0;
+    virtual base::Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) = 0;
+    // Drives an interrupt line of the platform's interrupt controller.
+    virtual base::Result<void> set_irq_line(uint32_t gsi, bool level) = 0;
+};
+
+class Hypervisor {
+public:
+    virtual ~Hypervisor() = default;
+    [[nodiscard]] virtual std::string name() const = 0;
+    [[nodiscard]] virtual uint32_t max_vcpus() const = 0;
+    // The CPUID leaves this backend can offer a guest (before popek's policy).
+    virtual base::Result<std::vector<CpuidEntry>> supported_cpuid() = 0;
+    // Guest TSC frequency in kHz, 0 if unknown.
+    [[nodiscard]] virtual uint32_t tsc_khz() const = 0;
+    virtual base::Result<std::unique_ptr<Vm>> create_vm(const VmOptions&) = 0;
+};
+
+// The KVM backend, opened on `device` (normally /dev/kvm).
+base::Result<std::unique_ptr<Hypervisor>> open_kvm(const std::string& device);
+
+}  // namespace popek::hv

@@ -1,0 +1,116 @@
+// KVM backend internals. Only files in hv/kvm include this header.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/mmap_region.hpp"
+#include "base/unique_fd.hpp"
+#include "hv/hypervisor.hpp"
+
+namespace popek::hv::kvm {
+
+// Variable-length KVM structures (kvm_cpuid2, kvm_msrs) are an 8-byte header
+// followed by entries. Debian's uapi headers declare their flexible arrays
+// with __DECLARE_FLEX_ARRAY, whose empty struct has size 1 in C++: the C++
+// sizeof and entry offset are wrong, and so are the ioctl numbers that encode
+// the size. popek lays these buffers out itself with the C layout.
+struct KvmVarHeader {
+    uint32_t count;
+    uint32_t padding;
+};
+static_assert(sizeof(KvmVarHeader) == 8);
+constexpr unsigned long kKvmGetSupportedCpuid = _IOWR(KVMIO, 0x05, KvmVarHeader);
+constexpr unsigned long kKvmSetCpuid2 = _IOW(KVMIO, 0x90, KvmVarHeader);
+constexpr unsigned long kKvmGetMsrs = _IOWR(KVMIO, 0x88, KvmVarHeader);
+constexpr unsigned long kKvmSetMsrs = _IOW(KVMIO, 0x89, KvmVarHeader);
+
+// A buffer of a KvmVarHeader and `n` entries of type E.
+template <class E>
+class KvmVarBuffer {
+public:
+    explicit KvmVarBuffer(size_t n) : bytes_(sizeof(KvmVarHeader) + n * sizeof(E)) {
+        header()->count = static_cast<uint32_t>(n);
+    }
+    KvmVarHeader* header() { return reinterpret_cast<KvmVarHeader*>(bytes_.data()); }
+    E* entries() { return reinterpret_cast<E*>(bytes_.data() + sizeof(KvmVarHeader)); }
+    void* data() { return bytes_.data(); }
+
+private:
+    std::vector<uint8_t> bytes_;  // operator new aligns to 16, enough for E
+};
+
+// ioctl with EINTR retry; returns the ioctl's result or -1 with errno set.
+int xioctl(int fd, unsigned long request, const void* arg);
+int xioctl(int fd, unsigned long request, unsigned long arg);
+
+class KvmHypervisor final : public Hypervisor {
+public:
+    static base::Result<std::unique_ptr<Hypervisor>> open(const std::string& device);
+
+    [[nodiscard]] std::string name() const override { return "kvm"; }
+    [[nodiscard]] uint32_t max_vcpus() const override { return max_vcpus_; }
+    base::Result<std::vector<CpuidEntry>> supported_cpuid() override;
+    [[nodiscard]] uint32_t tsc_khz() const override { return tsc_khz_; }
+    base::Result<std::unique_ptr<Vm>> create_vm(const VmOptions&) override;
+
+private:
+    base::UniqueFd kvm_;
+    uint32_t max_vcpus_ = 1;
+    uint32_t tsc_khz_ = 0;
+    size_t run_size_ = 0;
+};
+
+class KvmVm final : public Vm {
+public:
+    KvmVm(base::UniqueFd vm, size_t run_size) : vm_(std::move(vm)), run_size_(run_size) {}
+    base::Result<void> init();
+
+    base::Result<void> map_memory(uint32_t slot, uint64_t gpa, uint64_t size, uint8_t* host) override;
+    base::Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) override;
+    base::Result<void> set_irq_line(uint32_t gsi, bool level) override;
+
+private:
+    base::UniqueFd vm_;
+    size_t run_size_;
+};
+
+class KvmVcpu final : public Vcpu {
+public:
+    KvmVcpu(uint32_t index, base::UniqueFd fd, base::MmapRegion run)
+        : index_(index), fd_(std::move(fd)), run_map_(std::move(run)),
+          run_(reinterpret_cast<kvm_run*>(run_map_.data())) {}
+
+    [[nodiscard]] uint32_t index() const override { return index_; }
+    base::Result<VcpuExit> run() override;
+    void request_exit() override;
+    void clear_exit_request() override;
+
+    base::Result<Regs> get_regs() override;
+    base::Result<void> set_regs(const Regs&) override;
+    base::Result<Sregs> get_sregs() override;
+    base::Result<void> set_sregs(const Sregs&) override;
+    base::Result<void> set_cpuid(std::span<const CpuidEntry>) override;
+    base::Result<void> set_msrs(std::span<const MsrEntry>) override;
+    base::Result<void> get_msrs(std::span<MsrEntry>) override;
+    base::Result<void> reset_fpu() override;
+    base::Result<void> setup_lapic_lints() override;
+
+private:
+    uint32_t index_;
+    base::UniqueFd fd_;
+    base::MmapRegion run_map_;
+    kvm_run* run_;
+    std::atomic<pthread_t> thread_{};
+    std::atomic<bool> thread_known_{false};
+};
+
+// The signal used to kick a vCPU thread out of KVM_RUN (handler does nothing).
+int kick_signal();
+
+}  // namespace popek::hv::kvm

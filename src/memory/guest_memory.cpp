@@ -1,0 +1,84 @@
+#include "memory/guest_memory.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+namespace popek::memory {
+
+using base::Error;
+using base::Result;
+
+Result<GuestMemory> GuestMemory::create(std::span<const RamRange> ranges) {
+    const uint64_t page = 4096;
+    uint64_t total = 0;
+    uint64_t prev_end = 0;
+    for (const auto& r : ranges) {
+        if (r.size == 0 || r.gpa % page != 0 || r.size % page != 0)
+            return Error{"guest memory: ranges must be non-empty and 4 KiB aligned"};
+        if (r.gpa < prev_end) return Error{"guest memory: ranges overlap or are unsorted"};
+        prev_end = r.gpa + r.size;
+        total += r.size;
+    }
+    if (total == 0) return Error{"guest memory: no RAM"};
+
+    GuestMemory mem;
+    mem.fd_ = base::UniqueFd(::memfd_create("popek-guest-ram", MFD_CLOEXEC));
+    if (!mem.fd_.valid()) return Error::from_errno("memfd_create for guest RAM");
+    if (::ftruncate(mem.fd_.get(), static_cast<off_t>(total)) != 0)
+        return Error::from_errno("sizing guest RAM memfd to " + std::to_string(total) + " bytes");
+    auto map = base::MmapRegion::map(total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                                     mem.fd_.get(), 0, "guest RAM");
+    if (!map) return map.error();
+    mem.mapping_ = std::move(map).value();
+    // Guest RAM is not worth dumping with the VMM and must not be inherited.
+    ::madvise(mem.mapping_.data(), total, MADV_DONTDUMP);
+    ::madvise(mem.mapping_.data(), total, MADV_DONTFORK);
+
+    uint64_t off = 0;
+    for (const auto& r : ranges) {
+        mem.regions_.push_back(Region{r.gpa, r.size, mem.mapping_.data() + off, off});
+        off += r.size;
+    }
+    return mem;
+}
+
+uint8_t* GuestMemory::host_ptr(uint64_t gpa, uint64_t len) const {
+    for (const auto& r : regions_) {
+        if (gpa >= r.gpa && gpa < r.end()) {
+            if (len > r.end() - gpa) return nullptr;
+            return r.host + (gpa - r.gpa);
+        }
+    }
+    return nullptr;
+}
+
+std::span<uint8_t> GuestMemory::span(uint64_t gpa, uint64_t len) const {
+    uint8_t* p = host_ptr(gpa, len);
+    if (p == nullptr) return {};
+    return {p, static_cast<size_t>(len)};
+}
+
+static std::string range_text(uint64_t gpa, size_t len) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "[%#llx, +%#zx)", static_cast<unsigned long long>(gpa), len);
+    return buf;
+}
+
+Result<void> GuestMemory::write(uint64_t gpa, std::span<const uint8_t> bytes) const {
+    uint8_t* p = host_ptr(gpa, bytes.size());
+    if (p == nullptr) return Error{"guest range " + range_text(gpa, bytes.size()) + " is not RAM"};
+    if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
+    return {};
+}
+
+Result<void> GuestMemory::read(uint64_t gpa, std::span<uint8_t> bytes) const {
+    uint8_t* p = host_ptr(gpa, bytes.size());
+    if (p == nullptr) return Error{"guest range " + range_text(gpa, bytes.size()) + " is not RAM"};
+    if (!bytes.empty()) std::memcpy(bytes.data(), p, bytes.size());
+    return {};
+}
+
+}  // namespace popek::memory

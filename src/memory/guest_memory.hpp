@@ -1,0 +1,60 @@
+// Guest physical memory: one memfd, mapped once, carved into RAM regions.
+//
+// A single memfd backs all guest RAM so that later work (snapshots, live
+// migration, page sharing) can map, share or send it by file offset.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/mmap_region.hpp"
+#include "base/result.hpp"
+#include "base/unique_fd.hpp"
+
+namespace popek::memory {
+
+// A guest-physical range of RAM (what the memory map asks for).
+struct RamRange {
+    uint64_t gpa;
+    uint64_t size;
+};
+
+// A RAM region as mapped: guest address, host address, offset in the memfd.
+struct Region {
+    uint64_t gpa;
+    uint64_t size;
+    uint8_t* host;
+    uint64_t fd_offset;
+    [[nodiscard]] uint64_t end() const { return gpa + size; }
+};
+
+class GuestMemory {
+public:
+    // Creates a memfd of the total size and maps it; ranges must be page
+    // aligned, sorted and non-overlapping.
+    static base::Result<GuestMemory> create(std::span<const RamRange> ranges);
+
+    [[nodiscard]] std::span<const Region> regions() const { return regions_; }
+    [[nodiscard]] uint64_t ram_size() const { return mapping_.size(); }
+    [[nodiscard]] int memfd() const { return fd_.get(); }
+
+    // Host pointer for [gpa, gpa+len) if it lies wholly inside one region, else nullptr.
+    [[nodiscard]] uint8_t* host_ptr(uint64_t gpa, uint64_t len) const;
+    [[nodiscard]] std::span<uint8_t> span(uint64_t gpa, uint64_t len) const;
+
+    [[nodiscard]] base::Result<void> write(uint64_t gpa, std::span<const uint8_t> bytes) const;
+    [[nodiscard]] base::Result<void> read(uint64_t gpa, std::span<uint8_t> bytes) const;
+
+    template <class T>
+    [[nodiscard]] base::Result<void> write_obj(uint64_t gpa, const T& obj) const {
+        return write(gpa, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&obj), sizeof(T)));
+    }
+
+private:
+    base::UniqueFd fd_;
+    base::MmapRegion mapping_;
+    std::vector<Region> regions_;
+};
+
+}  // namespace popek::memory

@@ -1,0 +1,187 @@
+#include "vmm/machine.hpp"
+
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "arch/x86/acpi.hpp"
+#include "arch/x86/boot.hpp"
+#include "arch/x86/cpuid.hpp"
+#include "arch/x86/layout.hpp"
+#include "base/file.hpp"
+
+namespace popek::vmm {
+
+using base::Error;
+using base::Result;
+namespace x86 = arch::x86;
+
+// An interrupt line wired to a GSI of the hypervisor's interrupt controller.
+class Machine::IrqLine final : public devices::IrqLine {
+public:
+    IrqLine(hv::Vm& vm, uint32_t gsi) : vm_(vm), gsi_(gsi) {}
+    void set_level(bool level) override { (void)vm_.set_irq_line(gsi_, level); }
+
+private:
+    hv::Vm& vm_;
+    uint32_t gsi_;
+};
+
+Result<std::unique_ptr<Machine>> Machine::create(const VmConfig& cfg) {
+    POPEK_TRY(validate_config(cfg));
+    std::unique_ptr<Machine> m(new Machine());
+    POPEK_TRY(m->build(cfg));
+    return m;
+}
+
+Machine::~Machine() {
+    stop_vcpus();
+    if (events_) events_->stop();
+}
+
+Result<void> Machine::build(const VmConfig& cfg) {
+    cfg_ = cfg;
+    // Read user files first: their errors are the likeliest and cheapest.
+    POPEK_ASSIGN_OR_RETURN(auto kernel, base::read_file(cfg.kernel_path, "kernel", cfg.memory_bytes));
+    if (kernel.empty()) return Error{"kernel '" + cfg.kernel_path + "' is empty"};
+    std::vector<uint8_t> initrd;
+    if (!cfg.initrd_path.empty()) {
+        POPEK_ASSIGN_OR_RETURN(initrd, base::read_file(cfg.initrd_path, "initrd", cfg.memory_bytes));
+    }
+
+    POPEK_ASSIGN_OR_RETURN(hv_, hv::open_kvm(cfg.kvm_device));
+    if (cfg.cpus > hv_->max_vcpus())
+        return Error{"--cpus " + std::to_string(cfg.cpus) + ": this host's KVM allows at most " +
+                     std::to_string(hv_->max_vcpus())};
+    POPEK_ASSIGN_OR_RETURN(vm_, hv_->create_vm(hv::VmOptions{cfg.cpus}));
+
+    auto ranges = x86::ram_ranges(cfg.memory_bytes);
+    POPEK_ASSIGN_OR_RETURN(memory_, memory::GuestMemory::create(ranges));
+    uint32_t slot = 0;
+    for (const auto& r : memory_.regions()) POPEK_TRY(vm_->map_memory(slot++, r.gpa, r.size, r.host));
+
+    POPEK_ASSIGN_OR_RETURN(uint64_t rsdp, x86::write_acpi_tables(memory_, x86::AcpiConfig{cfg.cpus}));
+    x86::BootConfig boot_cfg{kernel, initrd, cfg.cmdline, rsdp};
+    auto boot = x86::load_kernel(memory_, boot_cfg);
+    if (!boot) return boot.error().context("kernel '" + cfg.kernel_path + "'");
+
+    POPEK_ASSIGN_OR_RETURN(console_, open_console(cfg));
+    POPEK_TRY(build_devices());
+
+    hv::Regs regs{};
+    hv::Sregs sregs{};
+    x86::boot_cpu_state(*boot, regs, sregs);
+    return build_vcpus(regs, sregs);
+}
+
+Result<void> Machine::build_devices() {
+    irq_lines_.push_back(std::make_unique<IrqLine>(*vm_, x86::kIrqCom1));
+    serial_ = std::make_unique<devices::Serial>(console_.out_fd, irq_lines_.back().get());
+    i8042_ = std::make_unique<devices::I8042>(*this);
+    debug_exit_ = std::make_unique<devices::DebugExit>(*this);
+    acpi_power_ = std::make_unique<devices::AcpiPower>(*this, x86::kAcpiS5SleepType, x86::kAcpiSleepEnable);
+
+    POPEK_TRY(pio_.insert(x86::kPortCom1, 8, serial_.get(), "com1"));
+    POPEK_TRY(pio_.insert(x86::kPortI8042Data, 5, i8042_.get(), "i8042"));
+    POPEK_TRY(pio_.insert(x86::kPortDebugExit, 4, debug_exit_.get(), "debug-exit"));
+    POPEK_TRY(pio_.insert(x86::kPortAcpiSleepControl, 2, acpi_power_.get(), "acpi-power"));
+
+    POPEK_ASSIGN_OR_RETURN(events_, base::EventLoop::create("popek-events"));
+    if (console_.in_fd >= 0) {
+        devices::Serial* serial = serial_.get();
+        int in = console_.in_fd;
+        // A console input that epoll cannot watch (a regular file, /dev/null) is simply not read.
+        (void)events_->add(in, EPOLLIN, [serial, in](uint32_t) {
+            uint8_t buf[64];
+            ssize_t n = ::read(in, buf, sizeof buf);
+            if (n <= 0) return n < 0 && (errno == EAGAIN || errno == EINTR);
+            serial->receive(std::span<const uint8_t>(buf, static_cast<size_t>(n)));
+            return true;
+        });
+    }
+    return {};
+}
+
+Result<void> Machine::build_vcpus(const hv::Regs& regs, const hv::Sregs& sregs) {
+    POPEK_ASSIGN_OR_RETURN(auto supported, hv_->supported_cpuid());
+    // MISC_ENABLE: fast strings; MTRRdefType: MTRRs on, write-back by default.
+    const hv::MsrEntry msrs[] = {{0x1a0, 1}, {0x2ff, (1u << 11) | 6}};
+    for (uint32_t i = 0; i < cfg_.cpus; i++) {
+        POPEK_ASSIGN_OR_RETURN(auto vcpu, vm_->create_vcpu(i));
+        auto cpuid = x86::cpuid_policy(supported, x86::CpuidConfig{i, cfg_.cpus, hv_->tsc_khz()});
+        POPEK_TRY(vcpu->set_cpuid(cpuid));
+        POPEK_TRY(vcpu->set_msrs(msrs));
+        POPEK_TRY(vcpu->reset_fpu());
+        POPEK_TRY(vcpu->setup_lapic_lints());
+        if (i == 0) {
+            POPEK_TRY(vcpu->set_sregs(sregs));
+            POPEK_TRY(vcpu->set_regs(regs));
+        }
+        vcpus_.push_back(std::make_unique<VcpuThread>(std::move(vcpu), pio_, mmio_, *this));
+    }
+    return {};
+}
+
+void Machine::request_exit(devices::GuestExit exit) {
+    {
+        std::lock_guard lock(exit_mu_);
+        if (exit_) return;
+        exit_ = std::move(exit);
+    }
+    exit_cv_.notify_all();
+    // Take every vCPU off the CPU now, so the guest does nothing after it asked to stop.
+    for (auto& v : vcpus_) v->pause();
+}
+
+void Machine::stop_vcpus() {
+    for (auto& v : vcpus_) v->stop();
+    for (auto& v : vcpus_) v->wait_for(VcpuState::Stopped);
+}
+
+Result<devices::GuestExit> Machine::run() {
+    // SIGINT/SIGTERM/SIGHUP end the VM cleanly; threads started from here on
+    // inherit the blocked mask, and the signals arrive through a signalfd.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGRTMIN);  // only vCPU threads take the kick signal
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    sigdelset(&set, SIGRTMIN);
+    base::UniqueFd sfd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!sfd.valid()) return Error::from_errno("signalfd");
+    int sig_fd = sfd.get();
+    POPEK_TRY(events_->add(sig_fd, EPOLLIN, [this, sig_fd](uint32_t) {
+        signalfd_siginfo si{};
+        if (::read(sig_fd, &si, sizeof si) == sizeof si)
+            request_exit({devices::GuestExitKind::Terminated, si.ssi_signo,
+                          "stopped by signal " + std::to_string(si.ssi_signo)});
+        return true;
+    }));
+    events_->start();
+    for (auto& v : vcpus_) v->start();
+    for (auto& v : vcpus_) v->resume();
+
+    {
+        std::unique_lock lock(exit_mu_);
+        exit_cv_.wait(lock, [&] { return exit_.has_value(); });
+    }
+    if (exit_->kind == devices::GuestExitKind::Terminated && std::getenv("POPEK_DEBUG_DUMP") != nullptr) {
+        for (auto& v : vcpus_) {
+            (void)v->run_on_vcpu([](hv::Vcpu& vcpu) -> Result<void> {
+                std::fprintf(stderr, "vCPU %u:\n%s\n", vcpu.index(), dump_registers(vcpu).c_str());
+                return {};
+            });
+        }
+    }
+    stop_vcpus();
+    events_->stop();
+    return *exit_;
+}
+
+}  // namespace popek::vmm

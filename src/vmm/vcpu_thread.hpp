@@ -1,0 +1,76 @@
+// A vCPU on its own thread: a small state machine (paused / running /
+// stopped) driven by messages. The vCPU's registers are touched only on
+// this thread; other threads ask through run_on_vcpu() while it is paused.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "devices/bus.hpp"
+#include "devices/guest_exit.hpp"
+#include "hv/hypervisor.hpp"
+
+namespace popek::vmm {
+
+enum class VcpuState { Paused, Running, Stopped };
+
+class VcpuThread {
+public:
+    VcpuThread(std::unique_ptr<hv::Vcpu> vcpu, const devices::Bus& pio, const devices::Bus& mmio,
+               devices::ExitHandler& exits);
+    ~VcpuThread();
+    VcpuThread(const VcpuThread&) = delete;
+    VcpuThread& operator=(const VcpuThread&) = delete;
+
+    // Starts the thread, paused.
+    void start();
+    // Asynchronous requests; wait_for() observes the result.
+    void pause();
+    void resume();
+    void stop();
+    // Blocks until the vCPU reaches `state` (Stopped is always reached after stop()).
+    void wait_for(VcpuState state);
+    [[nodiscard]] VcpuState state() const;
+
+    // Runs `fn` on the vCPU thread the next time it looks at its messages
+    // (at once if paused) and returns its result.
+    base::Result<void> run_on_vcpu(std::function<base::Result<void>(hv::Vcpu&)> fn);
+
+    [[nodiscard]] uint64_t exit_count() const { return exits_count_.load(std::memory_order_relaxed); }
+
+private:
+    enum class Msg { Pause, Resume, Stop, Call };
+    struct Message {
+        Msg kind;
+        std::function<void(hv::Vcpu&)> call;
+    };
+    bool post(Message m);  // false once the vCPU has stopped
+    void thread_main();
+    bool handle_messages();  // false when the thread must end
+    void handle_exit(const hv::VcpuExit& exit);
+    void crash(const std::string& why);
+
+    std::unique_ptr<hv::Vcpu> vcpu_;
+    const devices::Bus& pio_;
+    const devices::Bus& mmio_;
+    devices::ExitHandler& exits_;
+
+    mutable std::mutex mu_;
+    std::condition_variable cv_;        // messages arrived
+    std::condition_variable state_cv_;  // state changed
+    std::deque<Message> queue_;
+    std::atomic<bool> has_messages_{false};
+    VcpuState state_ = VcpuState::Paused;
+    std::atomic<uint64_t> exits_count_{0};
+    std::thread thread_;
+};
+
+// A human-readable dump of a vCPU's registers (for crash reports).
+std::string dump_registers(hv::Vcpu& vcpu);
+
+}  // namespace popek::vmm

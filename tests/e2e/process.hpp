@@ -1,0 +1,26 @@
+// Runs a program to completion with a deadline and captures its output:
+// the e2e tests' way of driving popek (and QEMU) as a user would.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace popek::test {
+
+struct ProcessResult {
+    int exit_code = -1;     // -1 if killed by a signal or timed out
+    int term_signal = 0;
+    bool timed_out = false;
+    std::string out;
+    std::string err;
+};
+
+// Runs argv; kills it (SIGKILL) if it runs past `timeout`. Output is
+// collected through pipes until the process exits.
+ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
+
+// Lines of `text` (without the newline characters).
+std::vector<std::string> lines(const std::string& text);
+
+}  // namespace popek::test
