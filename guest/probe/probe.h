@@ -1,0 +1,117 @@
+/* Probe guest: shared C declarations. Freestanding; everything here runs in
+ * ring 3 unless noted. */
+#ifndef PROBE_H
+#define PROBE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layout.h"
+
+typedef uint8_t u8;
+typedef uint16_t u16;
+typedef uint32_t u32;
+typedef uint64_t u64;
+
+/* struct hvm_start_info (Xen public/arch-x86/hvm/start_info.h). */
+#define HVM_START_MAGIC 0x336ec578u
+struct hvm_start_info {
+    u32 magic;
+    u32 version;
+    u32 flags;
+    u32 nr_modules;
+    u64 modlist_paddr;
+    u64 cmdline_paddr;
+    u64 rsdp_paddr;
+    u64 memmap_paddr;   /* version >= 1 */
+    u32 memmap_entries; /* version >= 1 */
+    u32 reserved;
+};
+
+struct hvm_memmap_entry {
+    u64 addr;
+    u64 size;
+    u32 type; /* 1 = RAM */
+    u32 reserved;
+};
+
+/* What boot.S's trap_common pushes; trap_handler() gets a pointer to it. */
+struct trap_frame {
+    u64 r15, r14, r13, r12, r11, r10, r9, r8, rbp, rdi, rsi, rdx, rcx, rbx, rax;
+    u64 vector, error;
+    u64 rip, cs, rflags, rsp, ss; /* pushed by the CPU */
+};
+
+/* ---- port I/O (allowed in ring 3 by the TSS I/O bitmap) ---- */
+static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
+static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" ::"a"(v), "Nd"(port)); }
+
+static inline u64 rdtsc(void) {
+    u32 lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((u64)hi << 32) | lo;
+}
+
+static inline void cpuid(u32 leaf, u32 sub, u32 r[4]) {
+    __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
+}
+
+static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
+
+/* ---- gate services (boot.S gate_entry) ---- */
+static inline u32 syscall2(u32 nr, u64 a, u64 b) {
+    u32 ret = nr;
+    __asm__ volatile("int3" : "+a"(ret) : "D"(a), "S"(b) : "memory");
+    return ret;
+}
+static inline u32 mmio_read32(u64 addr) { return syscall2(SYS_MMIO_READ32, addr, 0); }
+static inline void mmio_write32(u64 addr, u32 v) { syscall2(SYS_MMIO_WRITE32, addr, v); }
+static inline __attribute__((noreturn)) void sys_halt(void) {
+    syscall2(SYS_HALT, 0, 0);
+    __builtin_unreachable();
+}
+
+/* ---- lib.c: serial output, strings, misc ---- */
+void put_char(char c);
+void put_str(const char *s);
+void put_dec(u64 v);
+void put_hex(u64 v);      /* 0x-prefixed, no leading zeros */
+void put_hex16(u64 v);    /* exactly 16 digits, no prefix */
+void lock_output(void);   /* ring-3 spinlock around multi-CPU printing */
+void unlock_output(void);
+__attribute__((noreturn)) void probe_exit(u32 status);
+__attribute__((noreturn)) void probe_error(const char *msg, const char *arg);
+bool str_eq(const char *a, const char *b);
+bool parse_u64(const char *s, u64 *out);
+u64 tsc_hz(void);
+void *memset(void *d, int c, size_t n);
+void *memcpy(void *d, const void *s, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+
+/* ---- workloads ---- */
+extern const struct hvm_start_info *g_start_info;
+void workload_exits(u64 n);
+__attribute__((noreturn)) void workload_dirty(u64 mib);
+void workload_compute(u64 n);
+void workload_fault(void);
+void workload_smp(void);
+__attribute__((noreturn)) void ap_main(u32 cpu);
+
+/* ---- the deliberate page fault (workloads.c <-> trap.c, ring 0 writes) ---- */
+struct fault_record {
+    volatile u32 armed;   /* ring 3 sets before touching FAULT_ADDR */
+    volatile u32 hit;     /* ring 0 sets when it caught it */
+    volatile u64 error, cr2, rip;
+};
+extern struct fault_record g_fault;
+void fault_touch(const volatile u8 *addr); /* boot.S */
+extern char fault_touch_resume[];
+
+/* ---- boot.S / linker symbols ---- */
+extern char trampoline_start[], trampoline_end[];
+extern volatile u32 next_cpu;
+extern char __bss_start[], __bss_end[];
+__attribute__((noreturn)) void halt_forever(void); /* ring 0 only */
+
+#endif

@@ -1,0 +1,131 @@
+/* Probe guest: the single-CPU workloads (ring 3). smp lives in smp.c. */
+#include "probe.h"
+
+/* ---- exits N: N port-I/O exits ---------------------------------------- */
+void workload_exits(u64 n) {
+    for (u64 i = 0; i < n; i++) outb(PORT_POST, (u8)i);
+    put_str("PROBE-DONE exits ");
+    put_dec(n);
+    put_char('\n');
+}
+
+/* ---- dirty MIB: dirty every 4 KiB page of [16 MiB, 16 MiB + MIB) forever */
+#define DIRTY_BASE (16ull << 20)
+#define PAGE_SIZE 4096ull
+
+/* True if [base, end) is RAM according to the PVH memory map (possibly
+ * spread over adjacent entries). */
+static bool is_ram(u64 base, u64 end) {
+    const struct hvm_start_info *si = g_start_info;
+    if (si->version < 1 || !si->memmap_paddr || !si->memmap_entries) probe_error("no memory map in hvm_start_info", NULL);
+    const struct hvm_memmap_entry *map = (const struct hvm_memmap_entry *)si->memmap_paddr;
+    u64 cur = base;
+    bool progress = true;
+    while (cur < end && progress) {
+        progress = false;
+        for (u32 i = 0; i < si->memmap_entries; i++) {
+            if (map[i].type == 1 && map[i].addr <= cur && cur < map[i].addr + map[i].size) {
+                cur = map[i].addr + map[i].size;
+                progress = true;
+            }
+        }
+    }
+    return cur >= end;
+}
+
+void workload_dirty(u64 mib) {
+    if (mib == 0 || mib > 4096) probe_error("bad dirty size", NULL);
+    u64 end = DIRTY_BASE + (mib << 20);
+    if (end > (4ull << 30)) probe_error("dirty region beyond the 4 GiB identity map", NULL);
+    if (!is_ram(DIRTY_BASE, end)) probe_error("dirty region is not RAM", NULL);
+
+    /* A gap is the TSC delta between two consecutive page writes; the
+     * largest one bounds how long the guest was stopped (e.g. migration
+     * downtime) while dirtying. maxgap_tsc is the maximum over all passes
+     * (pass 1 includes first-touch faults), pass_maxgap_tsc over this pass
+     * alone. The serial line between passes is not counted: each pass
+     * restarts the clock. */
+    u64 maxgap = 0;
+    for (u64 pass = 1;; pass++) {
+        u64 pass_maxgap = 0;
+        u64 prev = rdtsc();
+        for (u64 addr = DIRTY_BASE; addr < end; addr += PAGE_SIZE) {
+            *(volatile u8 *)addr = (u8)pass;
+            u64 now = rdtsc();
+            if (now - prev > pass_maxgap) pass_maxgap = now - prev;
+            prev = now;
+        }
+        if (pass_maxgap > maxgap) maxgap = pass_maxgap;
+        put_str("PROBE-DIRTY pass ");
+        put_dec(pass);
+        put_str(" maxgap_tsc=");
+        put_dec(maxgap);
+        put_str(" pass_maxgap_tsc=");
+        put_dec(pass_maxgap);
+        put_char('\n');
+    }
+}
+
+/* ---- compute N: deterministic integer work over a 1 MiB buffer ---------- */
+#define COMPUTE_WORDS (1u << 17) /* 1 MiB of u64 */
+#define COMPUTE_STEPS 4096       /* per round: N=1000 is ~4M dependent steps */
+
+/* Not in the zeroed .bss: compute fills all of it first, and clearing 1 MiB
+ * at boot costs ~0.2 ms of first-touch faults under KVM-PVM. */
+static u64 compute_buf[COMPUTE_WORDS] __attribute__((section(".bss.noinit")));
+
+/* splitmix64's finalizer: cheap, well mixed, integer-only. */
+static u64 mix(u64 x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+void workload_compute(u64 n) {
+    u64 s = 0;
+    for (u32 i = 0; i < COMPUTE_WORDS; i++) compute_buf[i] = mix(s += 0x9e3779b97f4a7c15ull);
+
+    /* Each step's address depends on the previous result, so the work is a
+     * serial chain of loads and multiplies (no vectorization, same result
+     * everywhere). */
+    u64 h = n;
+    for (u64 r = 0; r < n; r++) {
+        for (u32 k = 0; k < COMPUTE_STEPS; k++) {
+            u32 idx = (u32)(h ^ (h >> 23)) & (COMPUTE_WORDS - 1);
+            u64 v = compute_buf[idx];
+            h = (h ^ v ^ r) * 0x9e3779b97f4a7c15ull;
+            h ^= h >> 29;
+            compute_buf[idx] = v + h;
+        }
+    }
+
+    u64 sum = h;
+    for (u32 i = 0; i < COMPUTE_WORDS; i++) sum = mix(sum ^ compute_buf[i]);
+
+    put_str("PROBE-DONE compute ");
+    put_dec(n);
+    put_str(" checksum=");
+    put_hex16(sum);
+    put_char('\n');
+}
+
+/* ---- fault: a deliberate ring-3 #PF that ring 0 resumes ----------------- */
+void workload_fault(void) {
+    g_fault.armed = 1;
+    fault_touch((const volatile u8 *)FAULT_ADDR); /* ring 0 skips the load */
+    if (!g_fault.hit) probe_error("fault: no page fault at", "0x7f0000000000");
+    bool ok = g_fault.cr2 == FAULT_ADDR;
+
+    put_str("PROBE-FAULT vector=14 error=");
+    put_hex(g_fault.error);
+    put_str(" cr2=");
+    put_hex(g_fault.cr2);
+    put_str(" rip=");
+    put_hex(g_fault.rip);
+    put_str("\nPROBE-DONE fault cr2=");
+    put_hex(g_fault.cr2);
+    put_char('\n');
+    if (!ok) probe_exit(1); /* faulted, but not where expected */
+}

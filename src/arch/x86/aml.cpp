@@ -1,0 +1,297 @@
+#include "arch/x86/aml.hpp"
+
+#include <array>
+
+namespace popek::arch::x86::aml {
+
+namespace {
+
+// Opcodes (ACPI 6.3, section 20.3).
+constexpr uint8_t kZeroOp = 0x00;
+constexpr uint8_t kOneOp = 0x01;
+constexpr uint8_t kNameOp = 0x08;
+constexpr uint8_t kBytePrefix = 0x0a;
+constexpr uint8_t kWordPrefix = 0x0b;
+constexpr uint8_t kDWordPrefix = 0x0c;
+constexpr uint8_t kStringPrefix = 0x0d;
+constexpr uint8_t kQWordPrefix = 0x0e;
+constexpr uint8_t kScopeOp = 0x10;
+constexpr uint8_t kBufferOp = 0x11;
+constexpr uint8_t kPackageOp = 0x12;
+constexpr uint8_t kMethodOp = 0x14;
+constexpr uint8_t kDualNamePrefix = 0x2e;
+constexpr uint8_t kMultiNamePrefix = 0x2f;
+constexpr uint8_t kExtOpPrefix = 0x5b;
+constexpr uint8_t kDeviceOp = 0x82;  // after kExtOpPrefix
+constexpr uint8_t kRootChar = '\\';
+constexpr uint8_t kParentPrefixChar = '^';
+constexpr uint8_t kReturnOp = 0xa4;
+
+// Resource descriptor tags (ACPI 6.3, section 6.4).
+constexpr uint8_t kIrqNoFlagsTag = 0x22;      // small, IRQ, 2 data bytes
+constexpr uint8_t kIoTag = 0x47;              // small, I/O port, 7 data bytes
+constexpr uint8_t kEndTag = 0x79;             // small, End Tag, 1 data byte
+constexpr uint8_t kMemory32FixedTag = 0x86;   // large
+constexpr uint8_t kExtendedIrqTag = 0x89;     // large
+
+Term fail(std::string message) { return Term{{}, std::move(message)}; }
+
+uint8_t byte_of(uint64_t v, unsigned index) { return static_cast<uint8_t>(v >> (8 * index)); }
+
+void put_le(std::vector<uint8_t>& out, uint64_t v, unsigned size) {
+    for (unsigned i = 0; i < size; ++i) out.push_back(byte_of(v, i));
+}
+
+Term concat(const std::vector<Term>& terms) {
+    Term all;
+    for (const Term& t : terms) all += t;
+    return all;
+}
+
+// `prefix` PkgLength `body`: the shape of every variable-length AML object.
+Term with_pkg_length(std::vector<uint8_t> prefix, const Term& body) {
+    if (!body.ok()) return fail(body.error);
+    auto length = pkg_length_for(body.bytes.size());
+    if (!length.ok()) return fail(length.error().message);
+    Term t{std::move(prefix), {}};
+    t.bytes.insert(t.bytes.end(), length->begin(), length->end());
+    t.bytes.insert(t.bytes.end(), body.bytes.begin(), body.bytes.end());
+    return t;
+}
+
+bool is_lead_name_char(char c) { return (c >= 'A' && c <= 'Z') || c == '_'; }
+bool is_name_char(char c) { return is_lead_name_char(c) || (c >= '0' && c <= '9'); }
+
+int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+}  // namespace
+
+Term& Term::operator+=(const Term& other) {
+    if (ok() && !other.ok()) error = other.error;
+    bytes.insert(bytes.end(), other.bytes.begin(), other.bytes.end());
+    return *this;
+}
+
+base::Result<std::vector<uint8_t>> encode_pkg_length(uint32_t total) {
+    if (total <= 0x3f) return std::vector<uint8_t>{static_cast<uint8_t>(total)};
+    if (total > kMaxPkgLength)
+        return base::Error{"AML package length " + std::to_string(total) + " exceeds 2^28-1"};
+    // Multi-byte form: bits 7-6 of the lead byte count the bytes that follow,
+    // its bits 3-0 hold the low nibble, each following byte 8 more bits.
+    unsigned follow = total <= 0xfff ? 1 : total <= 0xfffff ? 2 : 3;
+    std::vector<uint8_t> out;
+    out.push_back(static_cast<uint8_t>((follow << 6) | (total & 0xf)));
+    for (unsigned i = 0; i < follow; ++i) out.push_back(static_cast<uint8_t>(total >> (4 + 8 * i)));
+    return out;
+}
+
+base::Result<std::vector<uint8_t>> pkg_length_for(size_t payload) {
+    constexpr std::array<uint64_t, 4> kLimits{0x3f, 0xfff, 0xfffff, kMaxPkgLength};
+    for (size_t bytes = 1; bytes <= kLimits.size(); ++bytes) {
+        uint64_t total = uint64_t{payload} + bytes;
+        if (total <= kLimits[bytes - 1]) return encode_pkg_length(static_cast<uint32_t>(total));
+    }
+    return base::Error{"AML object of " + std::to_string(payload) + " bytes is too large"};
+}
+
+base::Result<uint32_t> eisa_id_value(std::string_view id) {
+    auto bad = [&] {
+        return base::Error{"invalid EISA ID \"" + std::string(id) +
+                           "\": expected three letters A-Z and four hex digits, like PNP0501"};
+    };
+    if (id.size() != 7) return bad();
+    uint32_t letters = 0;  // 3 x 5 bits, 'A' = 1
+    for (size_t i = 0; i < 3; ++i) {
+        if (id[i] < 'A' || id[i] > 'Z') return bad();
+        letters = (letters << 5) | static_cast<uint32_t>(id[i] - '@');
+    }
+    uint32_t digits = 0;  // 4 x 4 bits
+    for (size_t i = 3; i < 7; ++i) {
+        int d = hex_digit(id[i]);
+        if (d < 0) return bad();
+        digits = (digits << 4) | static_cast<uint32_t>(d);
+    }
+    // The 32-bit value is big-endian in AML's little-endian integer: the
+    // 15 letter bits in the first two bytes, the digits in the last two.
+    uint32_t be = (letters << 16) | digits;
+    return ((be >> 24) & 0xff) | ((be >> 8) & 0xff00) | ((be << 8) & 0xff0000) | (be << 24);
+}
+
+Term zero() { return Term{{kZeroOp}, {}}; }
+Term one() { return Term{{kOneOp}, {}}; }
+
+Term integer(uint64_t value) {
+    if (value == 0) return zero();
+    if (value == 1) return one();
+    Term t;
+    if (value <= 0xff) {
+        t.bytes.push_back(kBytePrefix);
+        put_le(t.bytes, value, 1);
+    } else if (value <= 0xffff) {
+        t.bytes.push_back(kWordPrefix);
+        put_le(t.bytes, value, 2);
+    } else if (value <= 0xffffffff) {
+        t.bytes.push_back(kDWordPrefix);
+        put_le(t.bytes, value, 4);
+    } else {
+        t.bytes.push_back(kQWordPrefix);
+        put_le(t.bytes, value, 8);
+    }
+    return t;
+}
+
+Term string(std::string_view text) {
+    Term t{{kStringPrefix}, {}};
+    for (char ch : text) {
+        auto c = static_cast<unsigned char>(ch);
+        if (c < 0x01 || c > 0x7f) return fail("AML string \"" + std::string(text) + "\" is not 7-bit ASCII without NUL");
+        t.bytes.push_back(c);
+    }
+    t.bytes.push_back(0);
+    return t;
+}
+
+Term eisa_id(std::string_view id) {
+    auto value = eisa_id_value(id);
+    if (!value.ok()) return fail(value.error().message);
+    return integer(*value);
+}
+
+Term buffer(std::span<const uint8_t> data) {
+    Term body = integer(data.size());
+    body.bytes.insert(body.bytes.end(), data.begin(), data.end());
+    return with_pkg_length({kBufferOp}, body);
+}
+
+Term package(const std::vector<Term>& elements) {
+    if (elements.size() > 0xff) return fail("AML package has more than 255 elements");
+    Term body{{static_cast<uint8_t>(elements.size())}, {}};
+    body += concat(elements);
+    return with_pkg_length({kPackageOp}, body);
+}
+
+Term name_string(std::string_view path) {
+    Term t;
+    auto bad = [&](const char* why) { return fail("invalid ACPI name \"" + std::string(path) + "\": " + why); };
+    size_t pos = 0;
+    if (!path.empty() && path[0] == '\\') {
+        t.bytes.push_back(kRootChar);
+        pos = 1;
+    } else {
+        while (pos < path.size() && path[pos] == '^') {
+            t.bytes.push_back(kParentPrefixChar);
+            ++pos;
+        }
+    }
+    std::vector<uint8_t> segments;
+    size_t count = 0;
+    std::string_view rest = path.substr(pos);
+    while (!rest.empty()) {
+        size_t dot = rest.find('.');
+        std::string_view seg = rest.substr(0, dot);
+        if (seg.empty() || seg.size() > 4) return bad("each segment must have 1 to 4 characters");
+        if (!is_lead_name_char(seg[0])) return bad("a segment must start with A-Z or _");
+        for (size_t i = 0; i < 4; ++i) {
+            char c = i < seg.size() ? seg[i] : '_';
+            if (!is_name_char(c)) return bad("segments hold only A-Z, 0-9 and _");
+            segments.push_back(static_cast<uint8_t>(c));
+        }
+        ++count;
+        if (dot == std::string_view::npos) break;
+        rest = rest.substr(dot + 1);
+        if (rest.empty()) return bad("trailing '.'");
+    }
+    if (count == 0 && pos == 0) return bad("empty name");
+    if (count > 0xff) return bad("too many segments");
+    if (count == 0) t.bytes.push_back(0x00);  // NullName, after a prefix
+    if (count == 2) t.bytes.push_back(kDualNamePrefix);
+    if (count > 2) {
+        t.bytes.push_back(kMultiNamePrefix);
+        t.bytes.push_back(static_cast<uint8_t>(count));
+    }
+    t.bytes.insert(t.bytes.end(), segments.begin(), segments.end());
+    return t;
+}
+
+Term name(std::string_view path, const Term& value) {
+    Term t{{kNameOp}, {}};
+    t += name_string(path);
+    t += value;
+    return t;
+}
+
+Term scope(std::string_view path, const std::vector<Term>& body) {
+    Term inner = name_string(path);
+    inner += concat(body);
+    return with_pkg_length({kScopeOp}, inner);
+}
+
+Term device(std::string_view path, const std::vector<Term>& body) {
+    Term inner = name_string(path);
+    inner += concat(body);
+    return with_pkg_length({kExtOpPrefix, kDeviceOp}, inner);
+}
+
+Term method(std::string_view path, uint8_t arg_count, bool serialized, const std::vector<Term>& body) {
+    if (arg_count > 7) return fail("AML method " + std::string(path) + " takes more than 7 arguments");
+    Term inner = name_string(path);
+    inner.bytes.push_back(static_cast<uint8_t>(arg_count | (serialized ? 0x08 : 0x00)));
+    inner += concat(body);
+    return with_pkg_length({kMethodOp}, inner);
+}
+
+Term return_value(const Term& value) {
+    Term t{{kReturnOp}, {}};
+    t += value;
+    return t;
+}
+
+Term io(uint16_t min, uint16_t max, uint8_t alignment, uint8_t length) {
+    Term t{{kIoTag, 0x01}, {}};  // information bit 0: decodes 16 address bits
+    put_le(t.bytes, min, 2);
+    put_le(t.bytes, max, 2);
+    t.bytes.push_back(alignment);
+    t.bytes.push_back(length);
+    return t;
+}
+
+Term irq_no_flags(uint8_t irq) {
+    if (irq > 15) return fail("ISA IRQ " + std::to_string(irq) + " is out of range 0..15");
+    Term t{{kIrqNoFlagsTag}, {}};
+    put_le(t.bytes, 1u << irq, 2);
+    return t;
+}
+
+Term memory32_fixed(bool writable, uint32_t base, uint32_t length) {
+    Term t{{kMemory32FixedTag, 9, 0, static_cast<uint8_t>(writable ? 1 : 0)}, {}};
+    put_le(t.bytes, base, 4);
+    put_le(t.bytes, length, 4);
+    return t;
+}
+
+Term interrupt(InterruptFlags flags, uint32_t gsi) {
+    uint8_t bits = static_cast<uint8_t>((flags.consumer ? 0x01 : 0) | (flags.level ? 0 : 0x02) |
+                                        (flags.active_low ? 0x04 : 0) | (flags.shared ? 0x08 : 0));
+    Term t{{kExtendedIrqTag, 6, 0, bits, 1}, {}};  // one interrupt number follows
+    put_le(t.bytes, gsi, 4);
+    return t;
+}
+
+Term resource_template(const std::vector<Term>& descriptors) {
+    Term all = concat(descriptors);
+    if (!all.ok()) return all;
+    all.bytes.push_back(kEndTag);
+    all.bytes.push_back(0);  // checksum 0: "treat as correct"
+    return buffer(all.bytes);
+}
+
+base::Result<std::vector<uint8_t>> finish(const Term& term) {
+    if (!term.ok()) return base::Error{"building AML: " + term.error};
+    return term.bytes;
+}
+
+}  // namespace popek::arch::x86::aml
