@@ -75,6 +75,9 @@ int main(int argc, char** argv) {
     run->add_option("--serial", serial, "Serial console: stdio, file:PATH, pty or none")->default_val("stdio");
     run->add_option("--kvm-device", cfg.kvm_device, "KVM device node")->default_val("/dev/kvm");
 
+    const std::string first = argc > 1 ? argv[1] : "";
+    if (!first.empty() && first[0] != '-' && first != "run" && first != "version")
+        return fail(std::string("unknown command '") + argv[1] + "' (expected run or version; see popek --help)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -82,6 +85,7 @@ int main(int argc, char** argv) {
     } catch (const CLI::CallForAllHelp& e) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
+        if (argc == 1) return fail("no command given (expected run or version; see popek --help)");
         // One line, not CLI11's multi-line banner.
         return fail(e.what());
     }

@@ -52,7 +52,7 @@ TEST_P(ProbeSmp, AllCpusCheckIn) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Boot, ProbeSmp, ::testing::Values(1u, 2u, 4u),
-                         [](const auto& info) { return std::to_string(info.param) + "cpus"; });
+                         [](const auto& p) { return std::to_string(p.param) + "cpus"; });
 
 TEST(Boot, ExitsWorkloadCountsItsExits) {
     auto r = popek_run("exits 20000", 2);

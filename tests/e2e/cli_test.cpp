@@ -69,7 +69,7 @@ INSTANTIATE_TEST_SUITE_P(
                      "cannot open /nonexistent/kvm"},
         BadInputCase{"MissingInitrd", {"run", "--kernel", kProbe, "--initrd", "/nonexistent/initrd"},
                      "cannot open initrd"}),
-    [](const auto& info) { return std::string(info.param.name); });
+    [](const auto& p) { return std::string(p.param.name); });
 
 TEST(Cli, VersionPrintsVersion) {
     auto r = run_process({POPEK_BIN, "version"}, 10s);
