@@ -47,6 +47,7 @@ constexpr uint64_t kHighRamStart = 4 * GiB;
 constexpr uint16_t kPortCom1 = 0x3f8;
 constexpr uint16_t kPortI8042Data = 0x60;
 constexpr uint16_t kPortI8042Cmd = 0x64;
+constexpr uint16_t kPortPostCode = 0x80;
 constexpr uint16_t kPortDebugExit = 0xf4;         // 4 bytes, QEMU isa-debug-exit compatible
 constexpr uint16_t kPortAcpiSleepControl = 0x600; // FADT SLEEP_CONTROL_REG (hardware-reduced)
 constexpr uint16_t kPortAcpiSleepStatus = 0x601;  // FADT SLEEP_STATUS_REG
