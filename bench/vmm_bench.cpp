@@ -97,11 +97,6 @@ double median(std::vector<double> v) {
     return v[v.size() / 2];
 }
 
-struct Vmm {
-    std::string name;
-    std::vector<std::string> (*argv)(const struct Opts&, const std::string& cmdline);
-};
-
 struct Opts {
     std::string popek, probe, qemu = "/usr/bin/qemu-system-x86_64";
     int runs = 10;
@@ -117,7 +112,7 @@ std::vector<std::string> qemu_argv(const Opts& o, const std::string& cmdline) {
     // microvm: QEMU's fastest-starting machine; guest RAM from a memfd like popek's,
     // so both processes' guest memory shows up as shared memory and not as overhead.
     return {o.qemu, "-M", "microvm,x-option-roms=off,rtc=off,pic=off,pit=on,isa-serial=on",
-            "-accel", "kvm", "-cpu", "host", "-m", o.memory, "-nodefaults", "-no-user-config",
+            "-accel", "kvm", "-m", o.memory, "-nodefaults", "-no-user-config",
             "-nographic", "-serial", "stdio", "-object",
             "memory-backend-memfd,id=mem,size=" + o.memory, "-M", "memory-backend=mem",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-kernel", o.probe, "-append", cmdline};

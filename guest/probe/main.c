@@ -70,6 +70,14 @@ void probe_main(const struct hvm_start_info *si, u64 cpu) {
         workload_fault();
     } else if (str_eq(workload, "smp")) {
         workload_smp();
+    } else if (str_eq(workload, "pio-read")) {
+        workload_pio_read(number_arg(workload, arg, 0, true));
+    } else if (str_eq(workload, "poweroff")) {
+        workload_poweroff();
+    } else if (str_eq(workload, "reset")) {
+        workload_reset();
+    } else if (str_eq(workload, "crash")) {
+        workload_crash();
     } else {
         probe_error("unknown workload", workload);
     }

@@ -46,6 +46,11 @@ struct trap_frame {
 /* ---- port I/O (allowed in ring 3 by the TSS I/O bitmap) ---- */
 static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
 static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" ::"a"(v), "Nd"(port)); }
+static inline u8 inb(u16 port) {
+    u8 v;
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
 
 static inline u64 rdtsc(void) {
     u32 lo, hi;
@@ -91,6 +96,20 @@ int memcmp(const void *a, const void *b, size_t n);
 
 /* ---- workloads ---- */
 extern const struct hvm_start_info *g_start_info;
+
+struct acpi_header {
+    char signature[4];
+    u32 length;
+    u8 revision, checksum;
+    char oem_id[6], oem_table_id[8];
+    u32 oem_revision, creator_id, creator_revision;
+} __attribute__((packed));
+/* The table with `signature` (e.g. "APIC", "FACP"); probe_error if absent. */
+const struct acpi_header *acpi_find(const char *signature);
+void workload_pio_read(u64 n);
+__attribute__((noreturn)) void workload_poweroff(void);
+__attribute__((noreturn)) void workload_reset(void);
+__attribute__((noreturn)) void workload_crash(void);
 void workload_exits(u64 n);
 __attribute__((noreturn)) void workload_dirty(u64 mib);
 void workload_compute(u64 n);

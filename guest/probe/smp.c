@@ -13,46 +13,6 @@
 
 static volatile u32 checked_in;
 
-struct acpi_header {
-    char signature[4];
-    u32 length;
-    u8 revision, checksum;
-    char oem_id[6], oem_table_id[8];
-    u32 oem_revision, creator_id, creator_revision;
-} __attribute__((packed));
-
-static bool checksum_ok(const void *p, u32 len) {
-    u8 sum = 0;
-    for (u32 i = 0; i < len; i++) sum = (u8)(sum + ((const u8 *)p)[i]);
-    return sum == 0;
-}
-
-static const u8 *find_rsdp(void) {
-    if (g_start_info->rsdp_paddr) return (const u8 *)g_start_info->rsdp_paddr;
-    /* Not passed: the legacy BIOS area search (QEMU puts it there). */
-    for (u64 a = 0xe0000; a < 0x100000; a += 16)
-        if (!memcmp((const void *)a, "RSD PTR ", 8) && checksum_ok((const void *)a, 20)) return (const u8 *)a;
-    return NULL;
-}
-
-static const struct acpi_header *find_madt(void) {
-    const u8 *rsdp = find_rsdp();
-    if (!rsdp || memcmp(rsdp, "RSD PTR ", 8)) probe_error("smp: no ACPI RSDP", NULL);
-    u64 xsdt = rsdp[15] >= 2 ? *(const u64 *)(rsdp + 24) : 0;
-    u64 rsdt = *(const u32 *)(rsdp + 16);
-    const struct acpi_header *sdt = (const struct acpi_header *)(xsdt ? xsdt : rsdt);
-    u32 entry_size = xsdt ? 8 : 4;
-    if (!sdt) probe_error("smp: no RSDT/XSDT", NULL);
-    u32 n = (sdt->length - (u32)sizeof(*sdt)) / entry_size;
-    const u8 *entries = (const u8 *)(sdt + 1);
-    for (u32 i = 0; i < n; i++) {
-        u64 addr = entry_size == 8 ? *(const u64 *)(entries + 8 * i) : *(const u32 *)(entries + 4 * i);
-        const struct acpi_header *h = (const struct acpi_header *)addr;
-        if (h && !memcmp(h->signature, "APIC", 4)) return h;
-    }
-    probe_error("smp: no MADT (APIC) table", NULL);
-}
-
 /* Enabled processors from MADT local APIC (type 0) and x2APIC (type 9)
  * entries; returns the total, fills at most `max` APIC IDs. */
 static u32 madt_cpus(const struct acpi_header *madt, u32 *ids, u32 max) {
@@ -110,7 +70,7 @@ void ap_main(u32 cpu) {
 
 void workload_smp(void) {
     u32 ids[MAX_CPUS];
-    u32 total = madt_cpus(find_madt(), ids, MAX_CPUS);
+    u32 total = madt_cpus(acpi_find("APIC"), ids, MAX_CPUS);
     if (total == 0) probe_error("smp: MADT lists no enabled CPU", NULL);
     u32 expected = total < MAX_CPUS ? total : MAX_CPUS;
     u64 hz = tsc_hz();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -60,6 +61,10 @@ public:
     virtual base::Result<void> reset_fpu() = 0;
     // Local APIC LINT0 as ExtINT and LINT1 as NMI, as firmware leaves it.
     virtual base::Result<void> setup_lapic_lints() = 0;
+    // Hands `sink` the port writes the backend batched (see Vm::batch_port_writes),
+    // oldest first, as Io exits. Call after every run() before handling its exit,
+    // so the guest's writes reach devices in order.
+    virtual void drain_batched_writes(const std::function<void(const VcpuExit&)>& sink) = 0;
 };
 
 struct VmOptions {
@@ -74,6 +79,10 @@ public:
     virtual base::Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) = 0;
     // Drives an interrupt line of the platform's interrupt controller.
     virtual base::Result<void> set_irq_line(uint32_t gsi, bool level) = 0;
+    // Port writes in [port, port+len) need no answer (a POST-code port, say):
+    // the backend may queue them without leaving the guest and deliver them
+    // later through Vcpu::drain_batched_writes. Call before creating vCPUs.
+    virtual base::Result<void> batch_port_writes(uint16_t port, uint16_t len) = 0;
 };
 
 class Hypervisor {

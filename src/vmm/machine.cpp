@@ -89,6 +89,10 @@ Result<void> Machine::build_devices() {
     POPEK_TRY(pio_.insert(x86::kPortI8042Data, 5, i8042_.get(), "i8042"));
     POPEK_TRY(pio_.insert(x86::kPortDebugExit, 4, debug_exit_.get(), "debug-exit"));
     POPEK_TRY(pio_.insert(x86::kPortAcpiSleepControl, 2, acpi_power_.get(), "acpi-power"));
+    post_code_ = std::make_unique<devices::PostCode>();
+    POPEK_TRY(pio_.insert(x86::kPortPostCode, 1, post_code_.get(), "post-code"));
+    // Where the backend can batch them, POST-code writes stop costing a trip to user space.
+    (void)vm_->batch_port_writes(x86::kPortPostCode, 1);
 
     POPEK_ASSIGN_OR_RETURN(events_, base::EventLoop::create("popek-events"));
     if (console_.in_fd >= 0) {

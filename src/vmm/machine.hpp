@@ -15,6 +15,7 @@
 #include "devices/legacy/acpi_power.hpp"
 #include "devices/legacy/debug_exit.hpp"
 #include "devices/legacy/i8042.hpp"
+#include "devices/legacy/post_code.hpp"
 #include "devices/serial/serial.hpp"
 #include "hv/hypervisor.hpp"
 #include "memory/guest_memory.hpp"
@@ -38,6 +39,8 @@ public:
 
     [[nodiscard]] const ConsoleFds& console() const { return console_; }
     [[nodiscard]] const memory::GuestMemory& memory() const { return memory_; }
+    // Writes the guest made to the POST-code port (drained from the backend's batch).
+    [[nodiscard]] uint64_t post_code_writes() const { return post_code_->save().writes; }
 
 private:
     class IrqLine;
@@ -58,6 +61,7 @@ private:
     std::unique_ptr<devices::I8042> i8042_;
     std::unique_ptr<devices::DebugExit> debug_exit_;
     std::unique_ptr<devices::AcpiPower> acpi_power_;
+    std::unique_ptr<devices::PostCode> post_code_;
     devices::Bus pio_{"port I/O"};
     devices::Bus mmio_{"MMIO"};
 

@@ -31,6 +31,7 @@ VcpuState VcpuThread::state() const {
 }
 
 void VcpuThread::wait_for(VcpuState s) {
+    if (!thread_.joinable()) return;  // never started: nothing will change
     std::unique_lock lock(mu_);
     state_cv_.wait(lock, [&] { return state_ == s || state_ == VcpuState::Stopped; });
 }
@@ -99,6 +100,7 @@ void VcpuThread::thread_main() {
             continue;
         }
         exits_count_.fetch_add(1, std::memory_order_relaxed);
+        vcpu_->drain_batched_writes([this](const hv::VcpuExit& io) { handle_exit(io); });
         if (exit->kind == hv::ExitKind::Interrupted) {
             // A kick can land after its message was already drained; clearing
             // it here keeps a stale request from failing every later run().

@@ -110,3 +110,42 @@ TEST(Boot, SerialToFile) {
 
 }  // namespace
 }  // namespace popek::test
+
+namespace popek::test {
+namespace {
+
+TEST(GuestEnd, AcpiPowerOffExitsZero) {
+    auto r = popek_run("poweroff");
+    ASSERT_FALSE(r.timed_out);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(line_starting(r.out, "PROBE-POWEROFF"), "PROBE-POWEROFF port=0x600") << r.out;
+    EXPECT_TRUE(line_starting(r.out, "PROBE-ERROR").empty()) << r.out;
+    EXPECT_TRUE(r.err.empty()) << r.err;
+}
+
+TEST(GuestEnd, I8042ResetExitsThree) {
+    auto r = popek_run("reset");
+    ASSERT_FALSE(r.timed_out);
+    EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+    EXPECT_NE(r.err.find("guest reset"), std::string::npos) << r.err;
+    EXPECT_TRUE(line_starting(r.out, "PROBE-ERROR").empty()) << r.out;
+}
+
+TEST(GuestEnd, TripleFaultIsACrashWithRegisters) {
+    auto r = popek_run("crash", 2);
+    ASSERT_FALSE(r.timed_out);
+    EXPECT_EQ(r.exit_code, 4) << r.out << r.err;
+    EXPECT_NE(r.err.find("guest crashed: vCPU 0: triple fault"), std::string::npos) << r.err;
+    for (const char* reg : {"rip=", "rsp=", "cr3=", "efer="})
+        EXPECT_NE(r.err.find(reg), std::string::npos) << reg << " missing in\n" << r.err;
+    EXPECT_TRUE(line_starting(r.out, "PROBE-ERROR").empty()) << r.out;
+}
+
+TEST(GuestEnd, PortReadsRoundTripThroughTheDeviceModel) {
+    auto r = popek_run("pio-read 2000");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(line_starting(r.out, "PROBE-DONE"), "PROBE-DONE pio-read 2000") << r.out;
+}
+
+}  // namespace
+}  // namespace popek::test

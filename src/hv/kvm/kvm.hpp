@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,15 @@ private:
     size_t run_size_ = 0;
 };
 
+// KVM's ring of coalesced port/MMIO writes, one per VM, mapped in every
+// vCPU's kvm_run area. Also laid out by hand (flexible-array header, as above).
+struct CoalescedRing {
+    std::mutex mu;         // vCPU threads drain it in turn
+    bool enabled = false;  // nothing registered: skip the check on every exit
+};
+constexpr size_t kCoalescedRingOffset = 2 * 4096;  // KVM_COALESCED_MMIO_PAGE_OFFSET on x86
+constexpr uint32_t kCoalescedRingEntries = (4096 - sizeof(KvmVarHeader)) / sizeof(kvm_coalesced_mmio);
+
 class KvmVm final : public Vm {
 public:
     KvmVm(base::UniqueFd vm, size_t run_size) : vm_(std::move(vm)), run_size_(run_size) {}
@@ -74,17 +84,19 @@ public:
     base::Result<void> map_memory(uint32_t slot, uint64_t gpa, uint64_t size, uint8_t* host) override;
     base::Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) override;
     base::Result<void> set_irq_line(uint32_t gsi, bool level) override;
+    base::Result<void> batch_port_writes(uint16_t port, uint16_t len) override;
 
 private:
     base::UniqueFd vm_;
     size_t run_size_;
+    CoalescedRing ring_;
 };
 
 class KvmVcpu final : public Vcpu {
 public:
-    KvmVcpu(uint32_t index, base::UniqueFd fd, base::MmapRegion run)
+    KvmVcpu(uint32_t index, base::UniqueFd fd, base::MmapRegion run, CoalescedRing& ring)
         : index_(index), fd_(std::move(fd)), run_map_(std::move(run)),
-          run_(reinterpret_cast<kvm_run*>(run_map_.data())) {}
+          run_(reinterpret_cast<kvm_run*>(run_map_.data())), ring_(ring) {}
 
     [[nodiscard]] uint32_t index() const override { return index_; }
     base::Result<VcpuExit> run() override;
@@ -100,12 +112,14 @@ public:
     base::Result<void> get_msrs(std::span<MsrEntry>) override;
     base::Result<void> reset_fpu() override;
     base::Result<void> setup_lapic_lints() override;
+    void drain_batched_writes(const std::function<void(const VcpuExit&)>& sink) override;
 
 private:
     uint32_t index_;
     base::UniqueFd fd_;
     base::MmapRegion run_map_;
     kvm_run* run_;
+    CoalescedRing& ring_;
     std::atomic<pthread_t> thread_{};
     std::atomic<bool> thread_known_{false};
 };

@@ -82,6 +82,28 @@ void KvmVcpu::request_exit() {
 
 void KvmVcpu::clear_exit_request() { __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST); }
 
+void KvmVcpu::drain_batched_writes(const std::function<void(const VcpuExit&)>& sink) {
+    if (!ring_.enabled) return;
+    uint8_t* page = run_map_.data() + kCoalescedRingOffset;
+    auto* header = reinterpret_cast<KvmVarHeader*>(page);  // count = first, padding = last
+    auto* entries = reinterpret_cast<kvm_coalesced_mmio*>(page + sizeof(KvmVarHeader));
+    std::lock_guard lock(ring_.mu);
+    uint32_t first = header->count;
+    while (first != __atomic_load_n(&header->padding, __ATOMIC_ACQUIRE)) {
+        if (first >= kCoalescedRingEntries) break;  // KVM never writes this; don't trust it blindly
+        kvm_coalesced_mmio entry = entries[first];
+        VcpuExit io;
+        io.kind = entry.pio ? ExitKind::Io : ExitKind::Mmio;
+        io.addr = entry.phys_addr;
+        io.size = entry.len <= sizeof entry.data ? entry.len : sizeof entry.data;
+        io.is_write = true;
+        io.data = entry.data;
+        first = (first + 1) % kCoalescedRingEntries;
+        __atomic_store_n(&header->count, first, __ATOMIC_RELEASE);
+        sink(io);
+    }
+}
+
 static Segment from_kvm(const kvm_segment& s) {
     return Segment{s.base, s.limit, s.selector, s.type, s.present, s.dpl, s.db, s.s, s.l, s.g, s.avl,
                    s.unusable};

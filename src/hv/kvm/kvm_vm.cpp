@@ -44,7 +44,9 @@ Result<std::unique_ptr<Vcpu>> KvmVm::create_vcpu(uint32_t index) {
     base::UniqueFd vcpu_fd(fd);
     auto run = base::MmapRegion::map(run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0, "kvm_run");
     if (!run) return run.error();
-    return std::unique_ptr<Vcpu>(new KvmVcpu(index, std::move(vcpu_fd), std::move(run).value()));
+    if (ring_.enabled && run->size() < kCoalescedRingOffset + 4096)
+        return Error{"KVM's vCPU mapping has no coalesced-write ring page"};
+    return std::unique_ptr<Vcpu>(new KvmVcpu(index, std::move(vcpu_fd), std::move(run).value(), ring_));
 }
 
 Result<void> KvmVm::set_irq_line(uint32_t gsi, bool level) {
@@ -53,6 +55,19 @@ Result<void> KvmVm::set_irq_line(uint32_t gsi, bool level) {
     irq.level = level ? 1 : 0;
     if (xioctl(vm_.get(), KVM_IRQ_LINE, &irq) < 0)
         return Error::from_errno("KVM_IRQ_LINE gsi " + std::to_string(gsi));
+    return {};
+}
+
+Result<void> KvmVm::batch_port_writes(uint16_t port, uint16_t len) {
+    if (xioctl(vm_.get(), KVM_CHECK_EXTENSION, static_cast<unsigned long>(KVM_CAP_COALESCED_PIO)) <= 0)
+        return Error{"KVM lacks KVM_CAP_COALESCED_PIO"};
+    kvm_coalesced_mmio_zone zone{};
+    zone.addr = port;
+    zone.size = len;
+    zone.pio = 1;
+    if (xioctl(vm_.get(), KVM_REGISTER_COALESCED_MMIO, &zone) < 0)
+        return Error::from_errno("KVM_REGISTER_COALESCED_MMIO (port " + std::to_string(port) + ")");
+    ring_.enabled = true;
     return {};
 }
 
