@@ -1,8 +1,12 @@
 #include "memory/guest_memory.hpp"
 
+#include "base/bytes.hpp"
+
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -71,6 +75,22 @@ Result<void> GuestMemory::write(uint64_t gpa, std::span<const uint8_t> bytes) co
     uint8_t* p = host_ptr(gpa, bytes.size());
     if (p == nullptr) return Error{"guest range " + range_text(gpa, bytes.size()) + " is not RAM"};
     if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
+    return {};
+}
+
+Result<void> GuestMemory::zero(uint64_t gpa, uint64_t len) const {
+    uint8_t* p = host_ptr(gpa, len);
+    if (p == nullptr) return Error{"guest range " + range_text(gpa, len) + " is not RAM"};
+    const uint64_t page = 4096;
+    uint64_t head = std::min(len, base::align_up(gpa, page) - gpa);
+    uint64_t body = base::align_down(len - head, page);
+    std::memset(p, 0, head);
+    if (body != 0) {
+        auto off = static_cast<off_t>(static_cast<uint64_t>(p + head - mapping_.data()));
+        if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, static_cast<off_t>(body)) != 0)
+            std::memset(p + head, 0, body);  // the fallback is slower, never wrong
+    }
+    std::memset(p + head + body, 0, len - head - body);
     return {};
 }
 

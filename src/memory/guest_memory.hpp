@@ -44,6 +44,9 @@ public:
     [[nodiscard]] std::span<uint8_t> span(uint64_t gpa, uint64_t len) const;
 
     [[nodiscard]] base::Result<void> write(uint64_t gpa, std::span<const uint8_t> bytes) const;
+    // Zeroes [gpa, gpa+len). Whole pages are punched out of the memfd rather
+    // than written, so zeroing memory nobody touched yet costs no page faults.
+    [[nodiscard]] base::Result<void> zero(uint64_t gpa, uint64_t len) const;
     [[nodiscard]] base::Result<void> read(uint64_t gpa, std::span<uint8_t> bytes) const;
 
     template <class T>

@@ -46,6 +46,8 @@ private:
     class IrqLine;
     Machine() = default;
     base::Result<void> build(const VmConfig& cfg);
+    base::Result<void> load_and_build(const VmConfig& cfg, std::span<const uint8_t> kernel,
+                                      std::span<const uint8_t> initrd);
     base::Result<void> build_devices();
     base::Result<void> build_vcpus(const hv::Regs& regs, const hv::Sregs& sregs);
     void stop_vcpus();

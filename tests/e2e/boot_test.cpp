@@ -1,6 +1,9 @@
 // Boots the probe guest on popek and checks what it prints and how it ends.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -73,6 +76,24 @@ TEST(Boot, ComputeIsDeterministicAcrossCpuCounts) {
     // A different amount of work gives a different answer: the checksum is computed.
     auto c = popek_run("compute 201", 1);
     EXPECT_NE(checksum_of(c.out), ca) << c.out;
+}
+
+// The same probe on QEMU's software CPU (TCG) computes the same checksum:
+// popek's guest sees the architecture a reference implementation sees.
+TEST(Boot, ComputeMatchesQemuTcg) {
+    const std::string qemu = "/usr/bin/qemu-system-x86_64";
+    if (::access(qemu.c_str(), X_OK) != 0) GTEST_SKIP() << qemu << " missing (make deps installs qemu-system-x86)";
+    auto q = run_process({qemu, "-M", "microvm", "-accel", "tcg", "-m", "128M", "-nodefaults", "-no-user-config",
+                          "-nographic", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+                          "-kernel", POPEK_PROBE, "-append", "compute 300"},
+                         120s);
+    ASSERT_FALSE(q.timed_out);
+    EXPECT_EQ(q.exit_code, 1) << "QEMU's isa-debug-exit reports (0 << 1) | 1\n" << q.err;
+    std::string expected = checksum_of(q.out);
+    ASSERT_FALSE(expected.empty()) << q.out << q.err;
+    auto r = popek_run("compute 300", 2);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(checksum_of(r.out), expected) << r.out;
 }
 
 TEST(Boot, FaultIsReportedByTheGuestHandler) {

@@ -191,7 +191,7 @@ Result<uint64_t> load_elf_segments(const memory::GuestMemory& mem, std::span<con
         if (!fits(file.size(), s.offset, s.file_size) || s.file_size > s.mem_size)
             return Error{fmt::format("ELF segment {} does not match the file", i)};
         std::memcpy(dst.data(), file.data() + s.offset, s.file_size);
-        std::memset(dst.data() + s.file_size, 0, s.mem_size - s.file_size);
+        POPEK_TRY(mem.zero(s.paddr + s.file_size, s.mem_size - s.file_size));
         if (s.paddr + s.mem_size > end) end = s.paddr + s.mem_size;
     }
     return end;
