@@ -7,7 +7,9 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include "base/result.hpp"
 #include "base/unique_fd.hpp"
@@ -23,6 +25,15 @@ public:
     ~EventLoop();
 
     Result<void> add(int fd, uint32_t events, Handler handler);
+    // Stops watching fd (from any thread; from the loop thread the handler
+    // may also just return false).
+    void remove(int fd);
+    // Runs fn on the loop thread soon (fire and forget).
+    void post(std::function<void()> fn);
+    // Runs fn on the loop thread and waits for it; runs it inline when called
+    // from the loop thread or when the loop is not running.
+    void run_sync(const std::function<void()>& fn);
+    [[nodiscard]] bool on_loop_thread() const;
     void start();
     void stop();  // idempotent; joins the thread
 
@@ -32,8 +43,12 @@ private:
 
     UniqueFd epoll_;
     UniqueFd wake_;  // eventfd that ends the loop
+    void run_posted();
+
     std::mutex mu_;
-    std::map<int, Handler> handlers_;
+    std::map<int, std::shared_ptr<Handler>> handlers_;
+    std::vector<std::function<void()>> posted_;
+    UniqueFd post_;  // eventfd: posted work is waiting
     std::atomic<bool> stopping_{false};
     std::thread thread_;
     const char* name_ = "popek-events";

@@ -83,6 +83,19 @@ public:
     // the backend may queue them without leaving the guest and deliver them
     // later through Vcpu::drain_batched_writes. Call before creating vCPUs.
     virtual base::Result<void> batch_port_writes(uint16_t port, uint16_t len) = 0;
+
+    // Guest writes to [addr, addr+len) (port I/O if `pio`, else MMIO) signal
+    // `eventfd` inside the hypervisor instead of exiting to the VMM: the
+    // virtio queue-notification path.
+    virtual base::Result<void> add_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio) = 0;
+    virtual base::Result<void> remove_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio) = 0;
+
+    // Message-signalled interrupts: a GSI routed to an MSI address/data pair,
+    // raised by writing to an eventfd bound to it (irqfd).
+    virtual base::Result<uint32_t> allocate_msi_gsi() = 0;
+    virtual base::Result<void> set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) = 0;
+    virtual base::Result<void> add_irqfd(int eventfd, uint32_t gsi) = 0;
+    virtual base::Result<void> remove_irqfd(int eventfd, uint32_t gsi) = 0;
 };
 
 class Hypervisor {

@@ -21,17 +21,6 @@ using base::Error;
 using base::Result;
 namespace x86 = arch::x86;
 
-// An interrupt line wired to a GSI of the hypervisor's interrupt controller.
-class Machine::IrqLine final : public devices::IrqLine {
-public:
-    IrqLine(hv::Vm& vm, uint32_t gsi) : vm_(vm), gsi_(gsi) {}
-    void set_level(bool level) override { (void)vm_.set_irq_line(gsi_, level); }
-
-private:
-    hv::Vm& vm_;
-    uint32_t gsi_;
-};
-
 Result<std::unique_ptr<Machine>> Machine::create(const VmConfig& cfg) {
     POPEK_TRY(validate_config(cfg));
     std::unique_ptr<Machine> m(new Machine());
@@ -93,8 +82,8 @@ Result<void> Machine::load_and_build(const VmConfig& cfg, std::span<const uint8_
 }
 
 Result<void> Machine::build_devices() {
-    irq_lines_.push_back(std::make_unique<IrqLine>(*vm_, x86::kIrqCom1));
-    serial_ = std::make_unique<devices::Serial>(console_.out_fd, irq_lines_.back().get());
+    interrupts_ = std::make_unique<VmInterruptManager>(*vm_);
+    serial_ = std::make_unique<devices::Serial>(console_.out_fd, &interrupts_->legacy_line(x86::kIrqCom1));
     i8042_ = std::make_unique<devices::I8042>(*this);
     debug_exit_ = std::make_unique<devices::DebugExit>(*this);
     acpi_power_ = std::make_unique<devices::AcpiPower>(*this, x86::kAcpiS5SleepType, x86::kAcpiSleepEnable);

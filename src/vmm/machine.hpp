@@ -21,6 +21,7 @@
 #include "memory/guest_memory.hpp"
 #include "vmm/config.hpp"
 #include "vmm/console.hpp"
+#include "vmm/interrupts.hpp"
 #include "vmm/vcpu_thread.hpp"
 
 namespace popek::vmm {
@@ -43,7 +44,6 @@ public:
     [[nodiscard]] uint64_t post_code_writes() const { return post_code_->save().writes; }
 
 private:
-    class IrqLine;
     Machine() = default;
     base::Result<void> build(const VmConfig& cfg);
     base::Result<void> load_and_build(const VmConfig& cfg, std::span<const uint8_t> kernel,
@@ -58,7 +58,7 @@ private:
     memory::GuestMemory memory_;
     ConsoleFds console_;
 
-    std::vector<std::unique_ptr<devices::IrqLine>> irq_lines_;
+    std::unique_ptr<VmInterruptManager> interrupts_;
     std::unique_ptr<devices::Serial> serial_;
     std::unique_ptr<devices::I8042> i8042_;
     std::unique_ptr<devices::DebugExit> debug_exit_;

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -30,6 +31,7 @@ constexpr unsigned long kKvmGetSupportedCpuid = _IOWR(KVMIO, 0x05, KvmVarHeader)
 constexpr unsigned long kKvmSetCpuid2 = _IOW(KVMIO, 0x90, KvmVarHeader);
 constexpr unsigned long kKvmGetMsrs = _IOWR(KVMIO, 0x88, KvmVarHeader);
 constexpr unsigned long kKvmSetMsrs = _IOW(KVMIO, 0x89, KvmVarHeader);
+constexpr unsigned long kKvmSetGsiRouting = _IOW(KVMIO, 0x6a, KvmVarHeader);
 
 // A buffer of a KvmVarHeader and `n` entries of type E.
 template <class E>
@@ -85,11 +87,26 @@ public:
     base::Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index) override;
     base::Result<void> set_irq_line(uint32_t gsi, bool level) override;
     base::Result<void> batch_port_writes(uint16_t port, uint16_t len) override;
+    base::Result<void> add_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio) override;
+    base::Result<void> remove_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio) override;
+    base::Result<uint32_t> allocate_msi_gsi() override;
+    base::Result<void> set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) override;
+    base::Result<void> add_irqfd(int eventfd, uint32_t gsi) override;
+    base::Result<void> remove_irqfd(int eventfd, uint32_t gsi) override;
 
 private:
+    base::Result<void> ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio, bool remove);
+    base::Result<void> commit_routes();  // KVM_SET_GSI_ROUTING with the whole table
+
     base::UniqueFd vm_;
     size_t run_size_;
     CoalescedRing ring_;
+    std::mutex routes_mu_;
+    std::map<uint32_t, std::pair<uint64_t, uint32_t>> msi_routes_;  // gsi -> (address, data)
+    uint32_t next_msi_gsi_ = kFirstMsiGsi;
+    static constexpr uint32_t kIoapicPins = 24;
+    static constexpr uint32_t kFirstMsiGsi = 24;
+    static constexpr uint32_t kMaxGsi = 1024;
 };
 
 class KvmVcpu final : public Vcpu {

@@ -1,5 +1,7 @@
 #include <sys/mman.h>
 
+#include <cstdio>
+
 #include "hv/kvm/kvm.hpp"
 
 namespace popek::hv::kvm {
@@ -68,6 +70,94 @@ Result<void> KvmVm::batch_port_writes(uint16_t port, uint16_t len) {
     if (xioctl(vm_.get(), KVM_REGISTER_COALESCED_MMIO, &zone) < 0)
         return Error::from_errno("KVM_REGISTER_COALESCED_MMIO (port " + std::to_string(port) + ")");
     ring_.enabled = true;
+    return {};
+}
+
+Result<void> KvmVm::ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio, bool remove) {
+    kvm_ioeventfd io{};
+    io.addr = addr;
+    io.len = len;  // 0: any access width (MMIO only)
+    io.fd = eventfd;
+    io.flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0u) | (remove ? KVM_IOEVENTFD_FLAG_DEASSIGN : 0u);
+    if (xioctl(vm_.get(), KVM_IOEVENTFD, &io) < 0) {
+        char where[48];
+        std::snprintf(where, sizeof where, "%s %#llx", pio ? "port" : "MMIO", static_cast<unsigned long long>(addr));
+        return Error::from_errno(std::string("KVM_IOEVENTFD ") + (remove ? "remove " : "") + where);
+    }
+    return {};
+}
+
+Result<void> KvmVm::add_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio) {
+    return ioeventfd(eventfd, addr, len, pio, false);
+}
+
+Result<void> KvmVm::remove_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio) {
+    return ioeventfd(eventfd, addr, len, pio, true);
+}
+
+Result<uint32_t> KvmVm::allocate_msi_gsi() {
+    std::lock_guard lock(routes_mu_);
+    if (next_msi_gsi_ >= kMaxGsi) return Error{"out of interrupt routes (GSIs)"};
+    return next_msi_gsi_++;
+}
+
+Result<void> KvmVm::set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) {
+    std::lock_guard lock(routes_mu_);
+    if (gsi < kFirstMsiGsi || gsi >= next_msi_gsi_) return Error{"GSI " + std::to_string(gsi) + " is not an MSI route"};
+    msi_routes_[gsi] = {address, data};
+    return commit_routes();
+}
+
+// KVM replaces the whole routing table on every update, so the table is the
+// in-kernel irqchip's default (GSI i -> PIC pin i for i < 16, IOAPIC pin i)
+// plus popek's MSI routes.
+Result<void> KvmVm::commit_routes() {
+    std::vector<kvm_irq_routing_entry> entries;
+    for (uint32_t gsi = 0; gsi < kIoapicPins; gsi++) {
+        if (gsi < 16 && gsi != 2) {
+            kvm_irq_routing_entry pic{};
+            pic.gsi = gsi;
+            pic.type = KVM_IRQ_ROUTING_IRQCHIP;
+            pic.u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+            pic.u.irqchip.pin = gsi % 8;
+            entries.push_back(pic);
+        }
+        kvm_irq_routing_entry ioapic{};
+        ioapic.gsi = gsi;
+        ioapic.type = KVM_IRQ_ROUTING_IRQCHIP;
+        ioapic.u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+        ioapic.u.irqchip.pin = gsi;
+        entries.push_back(ioapic);
+    }
+    for (const auto& [gsi, msg] : msi_routes_) {
+        kvm_irq_routing_entry msi{};
+        msi.gsi = gsi;
+        msi.type = KVM_IRQ_ROUTING_MSI;
+        msi.u.msi.address_lo = static_cast<uint32_t>(msg.first);
+        msi.u.msi.address_hi = static_cast<uint32_t>(msg.first >> 32);
+        msi.u.msi.data = msg.second;
+        entries.push_back(msi);
+    }
+    KvmVarBuffer<kvm_irq_routing_entry> buf(entries.size());
+    for (size_t i = 0; i < entries.size(); i++) buf.entries()[i] = entries[i];
+    if (xioctl(vm_.get(), kKvmSetGsiRouting, buf.data()) < 0) return Error::from_errno("KVM_SET_GSI_ROUTING");
+    return {};
+}
+
+Result<void> KvmVm::add_irqfd(int eventfd, uint32_t gsi) {
+    kvm_irqfd irqfd{};
+    irqfd.fd = static_cast<uint32_t>(eventfd);
+    irqfd.gsi = gsi;
+    if (xioctl(vm_.get(), KVM_IRQFD, &irqfd) < 0) return Error::from_errno("KVM_IRQFD gsi " + std::to_string(gsi));
+    return {};
+}
+
+Result<void> KvmVm::remove_irqfd(int eventfd, uint32_t gsi) {
+    kvm_irqfd irqfd{};
+    irqfd.fd = static_cast<uint32_t>(eventfd);
+    irqfd.gsi = gsi;
+    irqfd.flags = KVM_IRQFD_FLAG_DEASSIGN;
+    if (xioctl(vm_.get(), KVM_IRQFD, &irqfd) < 0) return Error::from_errno("KVM_IRQFD deassign gsi " + std::to_string(gsi));
     return {};
 }
 
