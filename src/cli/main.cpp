@@ -74,6 +74,14 @@ int main(int argc, char** argv) {
     run->add_option("--memory", memory, "Guest RAM, e.g. 256M or 2G")->default_val("256M");
     run->add_option("--serial", serial, "Serial console: stdio, file:PATH, pty or none")->default_val("stdio");
     run->add_option("--kvm-device", cfg.kvm_device, "KVM device node")->default_val("/dev/kvm");
+    std::vector<std::string> disks, nets;
+    std::string console = "serial";
+    run->add_option("--disk", disks, "virtio-blk disk: PATH[,readonly=on][,id=NAME][,engine=io_uring|sync][,queues=N]");
+    run->add_option("--net", nets, "virtio-net on a TAP device: tap=NAME[,mac=MAC][,id=NAME]");
+    run->add_flag("--rng", cfg.rng, "virtio-rng fed from getrandom");
+    run->add_option("--console", console, "Console device: serial (the UART) or virtio (virtio-console on stdio)")
+        ->default_val("serial");
+    run->add_flag("--print-devices", cfg.print_devices, "Print the PCI devices (lspci style) to stderr before booting");
 
     const std::string first = argc > 1 ? argv[1] : "";
     if (!first.empty() && first[0] != '-' && first != "run" && first != "version")
@@ -98,5 +106,18 @@ int main(int argc, char** argv) {
     if (!bytes) return fail("--memory " + memory + ": expected a size like 256M or 2G");
     cfg.memory_bytes = *bytes;
     if (auto r = vmm::parse_serial(serial, cfg); !r) return fail(r.error().message);
+    for (size_t i = 0; i < disks.size(); i++) {
+        auto d = vmm::parse_disk(disks[i], i);
+        if (!d) return fail(d.error().message);
+        cfg.disks.push_back(*d);
+    }
+    for (size_t i = 0; i < nets.size(); i++) {
+        auto n = vmm::parse_net(nets[i], i);
+        if (!n) return fail(n.error().message);
+        cfg.nets.push_back(*n);
+    }
+    auto console_device = vmm::parse_console(console);
+    if (!console_device) return fail(console_device.error().message);
+    cfg.console = *console_device;
     return run_vm(cfg);
 }

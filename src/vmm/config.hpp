@@ -3,13 +3,33 @@
 #pragma once
 
 #include <cstdint>
+#include <array>
 #include <string>
+#include <vector>
 
 #include "base/result.hpp"
 
 namespace popek::vmm {
 
 enum class SerialMode { Stdio, File, Pty, None };
+enum class ConsoleDevice { Serial, Virtio };
+
+// --disk PATH[,readonly=on][,id=NAME][,engine=io_uring|sync][,queues=N]
+struct DiskConfig {
+    std::string path;
+    bool readonly = false;
+    std::string id;              // default: disk0, disk1, ...
+    std::string engine = "auto"; // io_uring where it works, else sync
+    uint16_t queues = 1;
+};
+
+// --net tap=NAME[,mac=MAC][,id=NAME]
+struct NetConfig {
+    std::string tap;
+    std::array<uint8_t, 6> mac{};
+    bool mac_given = false;
+    std::string id;              // default: net0, ...
+};
 
 struct VmConfig {
     std::string kernel_path;
@@ -20,14 +40,24 @@ struct VmConfig {
     SerialMode serial = SerialMode::Stdio;
     std::string serial_path;        // for SerialMode::File
     std::string kvm_device = "/dev/kvm";
+    std::vector<DiskConfig> disks;
+    std::vector<NetConfig> nets;
+    bool rng = false;
+    ConsoleDevice console = ConsoleDevice::Serial;
+    bool print_devices = false;
 };
 
 constexpr uint32_t kMaxVcpus = 32;
+constexpr size_t kMaxPciDevices = 31;  // bus 0, slots 1-31 (00.0 is the host bridge)
 
 // Checks ranges that do not need the host: CPU count, memory size bounds.
 base::Result<void> validate_config(const VmConfig&);
 
 // "stdio", "file:PATH", "pty", "none" -> mode and path.
 base::Result<void> parse_serial(const std::string& spec, VmConfig& cfg);
+// The values of --disk, --net and --console; errors name the option and the bad part.
+base::Result<DiskConfig> parse_disk(const std::string& spec, size_t index);
+base::Result<NetConfig> parse_net(const std::string& spec, size_t index);
+base::Result<ConsoleDevice> parse_console(const std::string& spec);
 
 }  // namespace popek::vmm
