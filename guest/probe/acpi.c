@@ -17,14 +17,21 @@ static const u8 *find_rsdp(void) {
     return NULL;
 }
 
-const struct acpi_header *acpi_find(const char *signature) {
+/* fatal: probe_error when there are no ACPI tables at all (else NULL). */
+static const struct acpi_header *lookup(const char *signature, bool fatal) {
     const u8 *rsdp = find_rsdp();
-    if (!rsdp || memcmp(rsdp, "RSD PTR ", 8)) probe_error("no ACPI RSDP", NULL);
+    if (!rsdp || memcmp(rsdp, "RSD PTR ", 8)) {
+        if (fatal) probe_error("no ACPI RSDP", NULL);
+        return NULL;
+    }
     u64 xsdt = rsdp[15] >= 2 ? *(const u64 *)(rsdp + 24) : 0;
     u64 rsdt = *(const u32 *)(rsdp + 16);
     const struct acpi_header *sdt = (const struct acpi_header *)(xsdt ? xsdt : rsdt);
     u32 entry_size = xsdt ? 8 : 4;
-    if (!sdt) probe_error("no RSDT/XSDT", NULL);
+    if (!sdt) {
+        if (fatal) probe_error("no RSDT/XSDT", NULL);
+        return NULL;
+    }
     u32 n = (sdt->length - (u32)sizeof(*sdt)) / entry_size;
     const u8 *entries = (const u8 *)(sdt + 1);
     for (u32 i = 0; i < n; i++) {
@@ -32,6 +39,14 @@ const struct acpi_header *acpi_find(const char *signature) {
         const struct acpi_header *h = (const struct acpi_header *)addr;
         if (h && !memcmp(h->signature, signature, 4)) return h;
     }
-    probe_error("no ACPI table", signature);
+    return NULL;
 }
+
+const struct acpi_header *acpi_find(const char *signature) {
+    const struct acpi_header *h = lookup(signature, true);
+    if (!h) probe_error("no ACPI table", signature);
+    return h;
+}
+
+const struct acpi_header *acpi_lookup(const char *signature) { return lookup(signature, false); }
 

@@ -1,12 +1,18 @@
-/* Probe guest: ring-0 code. PVH entry, the AP trampoline, the exception
+/* Probe guest: ring-0 code. The entry points (PVH, and Linux's 32-bit and
+ * 64-bit boot protocols for the bzImage), the AP trampoline, the exception
  * stubs and the int3 gate.
  *
  * Ring 0 is expensive here (KVM-PVM emulates every guest ring-0 instruction,
  * ~0.8 us each), so ring 0 only switches to long mode with tables that are
  * already complete in the image (tables.inc) and drops to ring 3; all
  * workload code runs in ring 3. The BSP executes 40 ring-0 instructions from
- * the PVH entry to its first ring-3 instruction, an AP 48 (6 of them in
- * real mode). */
+ * the PVH entry to its first ring-3 instruction, 23 from the 64-bit Linux
+ * entry, an AP 48 (6 of them in real mode).
+ *
+ * Ring 3 gets (boot data, cpu) in (rdi, rsi). The boot data is the
+ * hvm_start_info pointer (PVH) or the boot_params pointer with bit 0 set
+ * (BOOT_LINUX_TAG, Linux protocols; both structures are at least 4-byte
+ * aligned); main.c turns boot_params into an hvm_start_info. */
 #include "layout.h"
 
 /* Absolute address of a label in .boot as an assembly-time constant. The
@@ -28,7 +34,17 @@ image_start:
 
 /* ---- 32-bit protected mode ------------------------------------------- */
         .code32
-/* BSP: paging off, flat CS/DS from the VMM, EBX = struct hvm_start_info. */
+/* Linux 32-bit boot protocol, at the load address as Linux's startup_32 (the
+ * bzImage's code32_start; its real-mode setup comes here too): paging off,
+ * flat CS/DS from the loader's GDT, ESI = struct boot_params. */
+        .globl linux32_entry
+linux32_entry:
+        lgdt gdtr
+        lea BOOT_LINUX_TAG(%esi), %edi  /* probe_main(boot_params | tag, */
+        xor %esi, %esi                  /*            cpu 0)             */
+        jmp enter_long
+
+/* PVH BSP: paging off, flat CS/DS from the VMM, EBX = struct hvm_start_info. */
         .globl pvh_entry
 pvh_entry:
         lgdt gdtr
@@ -64,12 +80,13 @@ entry64:
         mov %eax, %ds
         mov %eax, %es
         test %esi, %esi
-        jz 1f
+        jz bsp64
         mov $1, %esi            /* AP: take the next CPU index */
         lock xadd %esi, next_cpu(%rip)
         cmp $MAX_CPUS, %esi
         jae halt_forever        /* no TSS/stack for it: park it */
-1:      lidt idtr(%rip)
+bsp64:                          /* the 64-bit Linux entry joins here */
+        lidt idtr(%rip)
         mov %esi, %eax
         shl $4, %eax
         add $TSS0_SEL, %eax
@@ -118,6 +135,25 @@ halt_forever:
         cli
 1:      hlt
         jmp 1b
+
+/* ---- Linux 64-bit boot protocol: a bzImage's startup_64 sits at load
+ * address + 0x200. Long mode on the loader's identity page tables, CS/DS
+ * from its GDT (0x10/0x18), interrupts off, RSI = struct boot_params.
+ * Switch to the probe's own GDT and page tables (the loader's lack the U/S
+ * bit ring 3 needs) and join the BSP path after the segment loads: the
+ * loader's flat SS/DS/ES stay usable until the iretq to ring 3 replaces
+ * them, and exceptions load CS from the IDT. CS keeps the loader's 0x10
+ * until then; nothing reloads it. */
+        .org image_start + LINUX64_ENTRY_OFFSET, 0xcc
+        .code64
+        .globl linux64_entry
+linux64_entry:
+        lgdt gdtr(%rip)
+        mov $pml4, %eax
+        mov %rax, %cr3
+        lea BOOT_LINUX_TAG(%rsi), %edi  /* probe_main(boot_params | tag, */
+        xor %esi, %esi                  /*            cpu 0)             */
+        jmp bsp64
 
 /* ---- exception stubs: exactly 16 bytes apart so the IDT can be static -- */
 #define HAS_ERROR_CODE(v) ((v) == 8 || (v) == 10 || (v) == 11 || (v) == 12 || \
@@ -203,7 +239,7 @@ next_cpu:
 
 /* ---- ring-3 code -------------------------------------------------------- */
         .text
-user_entry:                     /* rdi = start_info (BSP) or 0, rsi = cpu */
+user_entry:                     /* rdi = boot data (BSP) or 0, rsi = cpu */
         call probe_main
         ud2
 

@@ -8,8 +8,23 @@
  * 0x20000, QEMU its option ROM data). probe.ld asserts the load address. */
 #define IMAGE_BASE 0x100000
 
-/* GDT selectors. The kernel code32 segment is only used by the AP
- * trampoline's real -> protected mode jump. */
+/* Entry points (boot.S). The PVH entry's address is in the ELF note; the
+ * Linux ones are where the boot protocol puts them: the 32-bit entry at the
+ * load address, the 64-bit one (startup_64) 0x200 above it. */
+#define LINUX64_ENTRY_OFFSET 0x200
+
+/* Ring 3's boot-data pointer has this bit set when it is a Linux struct
+ * boot_params rather than a PVH struct hvm_start_info. */
+#define BOOT_LINUX_TAG 1
+
+/* bzImage (bzimage.S): the real-mode part is the boot sector plus
+ * BZ_SETUP_SECTS sectors, linked right below IMAGE_BASE so that the file is
+ * one contiguous `objcopy -O binary` image. */
+#define BZ_SETUP_SECTS 1
+#define BZ_SETUP_SIZE ((BZ_SETUP_SECTS + 1) * 512)
+
+/* GDT selectors. The kernel code32 segment is only used by the real ->
+ * protected mode jumps of the AP trampoline and the bzImage's setup. */
 #define KERNEL_CS64 0x08
 #define KERNEL_DS 0x10
 #define USER_DS 0x1b  /* GDT index 3, RPL 3 */

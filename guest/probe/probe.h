@@ -36,6 +36,27 @@ struct hvm_memmap_entry {
     u32 reserved;
 };
 
+struct hvm_modlist_entry { /* the initrd is module 0 */
+    u64 paddr;
+    u64 size;
+    u64 cmdline_paddr;
+    u64 reserved;
+};
+
+/* Linux struct boot_params (arch/x86/include/uapi/asm/bootparam.h): the
+ * offsets of the fields the probe reads. main.c converts them into an
+ * hvm_start_info, so the workloads see one view of both protocols. */
+#define BP_ACPI_RSDP_ADDR 0x070    /* u64 */
+#define BP_EXT_RAMDISK_IMAGE 0x0c0 /* u32: bits 32-63 of ramdisk_image */
+#define BP_EXT_RAMDISK_SIZE 0x0c4  /* u32 */
+#define BP_EXT_CMD_LINE_PTR 0x0c8  /* u32 */
+#define BP_E820_ENTRIES 0x1e8      /* u8 */
+#define BP_RAMDISK_IMAGE 0x218     /* u32, setup header */
+#define BP_RAMDISK_SIZE 0x21c      /* u32, setup header */
+#define BP_CMD_LINE_PTR 0x228      /* u32, setup header */
+#define BP_E820_TABLE 0x2d0        /* 20-byte entries: u64 addr, u64 size, u32 type */
+#define BP_E820_MAX 128
+
 /* What boot.S's trap_common pushes; trap_handler() gets a pointer to it. */
 struct trap_frame {
     u64 r15, r14, r13, r12, r11, r10, r9, r8, rbp, rdi, rsi, rdx, rcx, rbx, rax;
@@ -106,6 +127,8 @@ struct acpi_header {
 } __attribute__((packed));
 /* The table with `signature` (e.g. "APIC", "FACP"); probe_error if absent. */
 const struct acpi_header *acpi_find(const char *signature);
+/* The same, but NULL when the table (or ACPI itself) is absent. */
+const struct acpi_header *acpi_lookup(const char *signature);
 void workload_pio_read(u64 n);
 __attribute__((noreturn)) void workload_poweroff(void);
 __attribute__((noreturn)) void workload_reset(void);
@@ -115,6 +138,13 @@ __attribute__((noreturn)) void workload_dirty(u64 mib);
 void workload_compute(u64 n);
 void workload_fault(void);
 void workload_smp(void);
+void workload_initrd(void);
+/* virtio workloads (virtio_*.c) */
+void workload_blk_test(void);
+void workload_blk_bench(const char *mode, const char *count);
+void workload_rng_test(u64 n);
+void workload_console_test(void);
+void workload_net_test(u64 n);
 __attribute__((noreturn)) void ap_main(u32 cpu);
 
 /* ---- the deliberate page fault (workloads.c <-> trap.c, ring 0 writes) ---- */

@@ -129,3 +129,27 @@ void workload_fault(void) {
     put_char('\n');
     if (!ok) probe_exit(1); /* faulted, but not where expected */
 }
+
+/* ---- initrd: FNV-1a (64-bit) over the initrd's bytes ------------------- */
+/* PVH passes the initrd as module 0; main.c maps the Linux ramdisk_image /
+ * ramdisk_size fields onto the same entry. */
+void workload_initrd(void) {
+    const struct hvm_start_info *si = g_start_info;
+    if (si->nr_modules == 0 || !si->modlist_paddr) probe_error("no initrd", NULL);
+    const struct hvm_modlist_entry *m = (const struct hvm_modlist_entry *)si->modlist_paddr;
+    if (m->paddr > (4ull << 30) || m->size > (4ull << 30) - m->paddr)
+        probe_error("initrd beyond the 4 GiB identity map", NULL);
+
+    const u8 *p = (const u8 *)m->paddr;
+    u64 h = 0xcbf29ce484222325ull; /* FNV-1a 64 offset basis */
+    for (u64 i = 0; i < m->size; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull; /* FNV 64 prime */
+    }
+
+    put_str("PROBE-DONE initrd size=");
+    put_dec(m->size);
+    put_str(" fnv=");
+    put_hex16(h);
+    put_char('\n');
+}
