@@ -2,10 +2,11 @@
 # machine needs; both install their dependencies first.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 CMAKE_GEN  := -G Ninja
 
-.PHONY: all deps build build-asan test unit e2e demo bench clean
+.PHONY: all deps build build-asan build-fuzz fuzz test unit e2e demo bench clean
 
 all: build
 
@@ -20,10 +21,21 @@ build-asan: deps
 	cmake -S . -B $(ASAN_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DPOPEK_SANITIZE=ON -DPOPEK_BENCH=OFF
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
-# Every test, against the ASan/UBSan build of popek.
-test: build build-asan
+# The libFuzzer targets (clang) in a build directory of their own.
+build-fuzz: deps
+	cmake -S . -B $(FUZZ_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DPOPEK_FUZZ=ON -DPOPEK_BENCH=OFF -DBUILD_TESTING=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_targets
+
+# Five minutes per fuzz target.
+fuzz: build-fuzz
+	FUZZ_BUILD=$(FUZZ_BUILD) ./fuzz/run.sh 300
+
+# Every test, against the ASan/UBSan build of popek, then 20 s per fuzz target.
+test: build build-asan build-fuzz
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j 2
+	FUZZ_BUILD=$(FUZZ_BUILD) ./fuzz/run.sh 20
 
 unit: build-asan
 	cd $(ASAN_BUILD) && ctest --output-on-failure -L unit
@@ -38,4 +50,4 @@ bench: build
 	./bench/run.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

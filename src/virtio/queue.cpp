@@ -82,6 +82,9 @@ public:
         if (d.len == 0) return Error{where.text() + ": zero-length buffer"};
         if (mem_.host_ptr(d.addr, d.len) == nullptr)
             return Error{where.text() + ": buffer " + range_text(d.addr, d.len) + " is outside guest RAM"};
+        // Direct descriptors then an indirect table: together still bounded.
+        if (chain_.readable.size() + chain_.writable.size() >= kMaxChainLength)
+            return Error{fmt::format("{}: the chain has more than {} descriptors", where.text(), kMaxChainLength)};
         total_ += d.len;
         if (total_ > UINT32_MAX)
             return Error{where.text() + ": the chain is longer than 4 GiB in total"};
