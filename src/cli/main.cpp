@@ -34,6 +34,7 @@ int exit_status(const devices::GuestExit& e) {
 int run_vm(const vmm::VmConfig& cfg) {
     auto machine = vmm::Machine::create(cfg);
     if (!machine) return fail(machine.error().message);
+    if (cfg.print_devices) std::fprintf(stderr, "%s", (*machine)->describe_devices().c_str());
     if (!(*machine)->console().pty_path.empty())
         std::fprintf(stderr, "popek: serial console on %s\n", (*machine)->console().pty_path.c_str());
     auto result = (*machine)->run();

@@ -96,6 +96,7 @@ Result<void> Machine::build_devices() {
     POPEK_TRY(pio_.insert(x86::kPortPostCode, 1, post_code_.get(), "post-code"));
     // Where the backend can batch them, POST-code writes stop costing a trip to user space.
     (void)vm_->batch_port_writes(x86::kPortPostCode, 1);
+    POPEK_TRY(build_pci());
 
     POPEK_ASSIGN_OR_RETURN(events_, base::EventLoop::create("popek-events"));
     if (console_.in_fd >= 0) {
@@ -171,6 +172,7 @@ Result<devices::GuestExit> Machine::run() {
         return true;
     }));
     events_->start();
+    for (auto* v : virtio_) v->start();
     for (auto& v : vcpus_) v->start();
     for (auto& v : vcpus_) v->resume();
 

@@ -16,12 +16,17 @@
 #include "devices/legacy/debug_exit.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/post_code.hpp"
+#include "devices/pci/config_access.hpp"
+#include "devices/pci/describe.hpp"
+#include "devices/pci/pci_bus.hpp"
 #include "devices/serial/serial.hpp"
 #include "hv/hypervisor.hpp"
 #include "memory/guest_memory.hpp"
 #include "vmm/config.hpp"
 #include "vmm/console.hpp"
 #include "vmm/interrupts.hpp"
+#include "virtio/pci/ioeventfd.hpp"
+#include "virtio/pci/virtio_pci.hpp"
 #include "vmm/vcpu_thread.hpp"
 
 namespace popek::vmm {
@@ -42,6 +47,8 @@ public:
     [[nodiscard]] const memory::GuestMemory& memory() const { return memory_; }
     // Writes the guest made to the POST-code port (drained from the backend's batch).
     [[nodiscard]] uint64_t post_code_writes() const { return post_code_->save().writes; }
+    // lspci-style lines for the PCI bus (--print-devices).
+    [[nodiscard]] std::string describe_devices() const;
 
 private:
     Machine() = default;
@@ -49,6 +56,8 @@ private:
     base::Result<void> load_and_build(const VmConfig& cfg, std::span<const uint8_t> kernel,
                                       std::span<const uint8_t> initrd);
     base::Result<void> build_devices();
+    base::Result<void> build_pci();
+    base::Result<void> add_virtio(std::unique_ptr<virtio::VirtioDevice> device);
     base::Result<void> build_vcpus(const hv::Regs& regs, const hv::Sregs& sregs);
     void stop_vcpus();
 
@@ -66,6 +75,13 @@ private:
     std::unique_ptr<devices::PostCode> post_code_;
     devices::Bus pio_{"port I/O"};
     devices::Bus mmio_{"MMIO"};
+
+    // The PCI bus owns the virtio devices; each runs its own event-loop thread.
+    std::unique_ptr<virtio::pci::VmIoeventfds> ioeventfds_;
+    std::unique_ptr<devices::pci::PciBus> pci_bus_;
+    std::unique_ptr<devices::pci::PciConfigIo> pci_config_io_;
+    std::unique_ptr<devices::pci::PciEcam> pci_ecam_;
+    std::vector<virtio::pci::VirtioPciDevice*> virtio_;
 
     std::unique_ptr<base::EventLoop> events_;
     std::vector<std::unique_ptr<VcpuThread>> vcpus_;  // declared last: stopped first

@@ -101,7 +101,7 @@ TEST(Acpi, RsdpIsValid) {
 TEST(Acpi, ChecksumsValid) {
     for (uint32_t cpus : {1u, 2u, 4u, 32u, 300u, x86::kAcpiMaxCpus}) {
         Walk w = walk(cpus);
-        ASSERT_EQ(w.by_sig.size(), 4u) << cpus;  // XSDT FACP APIC DSDT
+        ASSERT_EQ(w.by_sig.size(), 5u) << cpus;  // XSDT FACP APIC MCFG DSDT
         for (const auto& [sig, addr] : w.by_sig) {
             auto t = w.table(addr);
             EXPECT_EQ(byte_sum(t), 0u) << sig << " with " << cpus << " CPUs";
@@ -128,14 +128,30 @@ TEST(Acpi, TablesAreAlignedAndDisjoint) {
     EXPECT_LE(prev_end, x86::kAcpiEnd);
 }
 
-TEST(Acpi, XsdtListsFadtThenMadt) {
+TEST(Acpi, XsdtListsFadtMadtAndMcfg) {
     Walk w = walk(4);
     auto xsdt = w.table(w.xsdt);
     EXPECT_EQ(xsdt[8], 1);  // revision
-    ASSERT_EQ(w.listed.size(), 2u);
+    ASSERT_EQ(w.listed.size(), 3u);
     EXPECT_EQ(w.listed[0], w.by_sig.at("FACP"));
     EXPECT_EQ(w.listed[1], w.by_sig.at("APIC"));
+    EXPECT_EQ(w.listed[2], w.by_sig.at("MCFG"));
     EXPECT_EQ(xsdt.size(), 36u + 8 * w.listed.size());
+}
+
+// PCI Firmware 3.2, 4.1.2: header, 8 reserved bytes, then one 16-byte
+// allocation per ECAM range.
+TEST(Acpi, McfgDescribesEcamForBusZero) {
+    Walk w = walk(1);
+    auto mcfg = w.table("MCFG");
+    ASSERT_EQ(mcfg.size(), 36u + 8 + 16);
+    EXPECT_EQ(mcfg[8], 1);                                    // revision
+    EXPECT_EQ(load<uint64_t>(mcfg, 36), 0u);                  // reserved
+    EXPECT_EQ(load<uint64_t>(mcfg, 44), x86::kPciEcamStart);  // base address
+    EXPECT_EQ(load<uint16_t>(mcfg, 52), 0u);                  // segment
+    EXPECT_EQ(mcfg[54], 0);                                   // start bus
+    EXPECT_EQ(mcfg[55], 0);                                   // end bus
+    EXPECT_EQ(x86::kPciEcamSize, 1u << 20) << "one bus of ECAM is 1 MiB";
 }
 
 TEST(Acpi, FadtIsHardwareReducedAndPointsToDsdt) {
@@ -333,6 +349,29 @@ TEST(Acpi, IaslDisassemblesEveryTable) {
                                  "IRQNoFlags () {4}", "EisaId (\"PNP0303\")", "IRQNoFlags () {1}"})
             EXPECT_NE(dsdt.find(want), std::string::npos) << "DSDT lacks: " << want;
         EXPECT_EQ(count(dsdt, "Name (_HID, \"ACPI0007\""), cpus);
+        for (const char* want :
+             {"Device (PCI0)", "Name (_HID, EisaId (\"PNP0A08\")", "Name (_CID, EisaId (\"PNP0A03\")",
+              "Name (_SEG, Zero)", "Name (_BBN, Zero)", "Name (_UID, Zero)",
+              "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0x0000, // Granularity 0x0000, "
+              "// Range Minimum 0x0000, // Range Maximum 0x0000, // Translation Offset 0x0001, // Length",
+              "IO (Decode16, 0x0CF8, // Range Minimum 0x0CF8, // Range Maximum 0x01, // Alignment 0x08, // Length",
+              "WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0x0000, // Granularity "
+              "0x0000, // Range Minimum 0x0CF7, // Range Maximum",
+              "WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0x0000, // Granularity "
+              "0x0D00, // Range Minimum 0xFFFF, // Range Maximum",
+              "DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite, "
+              "0x00000000, // Granularity 0xC0000000, // Range Minimum 0xDFFFFFFF, // Range Maximum "
+              "0x00000000, // Translation Offset 0x20000000, // Length",
+              "Name (_PRT, Package (0x20)", "Package (0x04) { 0x0001FFFF, Zero, Zero, 0x11 }",
+              "Package (0x04) { 0x0008FFFF, Zero, Zero, 0x10 }", "Package (0x04) { 0x001FFFFF, Zero, Zero, 0x17 }",
+              "Device (MBRD)", "EisaId (\"PNP0C02\")",
+              "Memory32Fixed (ReadWrite, 0xE0000000, // Address Base 0x00100000, // Address Length"})
+            EXPECT_NE(dsdt.find(want), std::string::npos) << "DSDT lacks: " << want;
+
+        const std::string& mcfg = dsl["MCFG"];
+        for (const char* want : {"Signature : \"MCFG\"", "Base Address : 00000000E0000000",
+                                 "Segment Group Number : 0000", "Start Bus Number : 00", "End Bus Number : 00"})
+            EXPECT_NE(mcfg.find(want), std::string::npos) << "MCFG lacks: " << want;
 
         const std::string& fadt = dsl["FACP"];
         for (const char* want : {"Revision : 06", "Hardware Reduced (V5) : 1", "Reset Register Supported (V2) : 1",
@@ -350,7 +389,7 @@ TEST(Acpi, IaslDisassemblesEveryTable) {
         EXPECT_NE(madt.find("[Local APIC NMI]"), std::string::npos);
         EXPECT_EQ(madt.find("[Local x2APIC NMI]") != std::string::npos, cpus > 255);
 
-        EXPECT_NE(dsl["XSDT"].find("ACPI Table Address 1 :"), std::string::npos);
+        EXPECT_NE(dsl["XSDT"].find("ACPI Table Address 2 :"), std::string::npos);
     }
 }
 
@@ -385,10 +424,17 @@ TEST(Acpi, AcpicaLoadsTheTablesAndSleepsToS5) {
     }
     // acpiexec builds the namespace from the tables as Linux's ACPICA would,
     // then enters S5 through the hardware-reduced sleep registers.
-    EXPECT_EQ(iasl(dir.path(), "-b \"evaluate \\_SB.COM1._CRS; sleep 5\"" + files, kAcpiexec), 0);
+    EXPECT_EQ(iasl(dir.path(),
+                   "-b \"evaluate \\_SB.COM1._CRS; evaluate \\_SB.PCI0._CRS; evaluate \\_SB.PCI0._PRT; "
+                   "evaluate \\_SB.MBRD._CRS; sleep 5\"" + files,
+                   kAcpiexec),
+              0);
     std::string log = read_file(dir.path() / "iasl.log");
     EXPECT_NE(log.find("Sleep-A: 05"), std::string::npos) << log;
     EXPECT_NE(log.find("HwExtendedSleep"), std::string::npos) << log;  // the HW-reduced path
+    EXPECT_NE(log.find("Evaluation of \\_SB.PCI0._CRS returned"), std::string::npos) << log;
+    EXPECT_NE(log.find("[Package] Contains 32 Elements"), std::string::npos) << log;  // _PRT: one per slot
+    EXPECT_NE(log.find("Evaluation of \\_SB.MBRD._CRS returned"), std::string::npos) << log;
     for (const char* bad : {"ACPI Error", "ACPI Warning", "ACPI Exception"})
         EXPECT_EQ(log.find(bad), std::string::npos) << log;
 }

@@ -164,3 +164,33 @@ TEST(Aml, ErrorsTravelUpToFinish) {
     ASSERT_TRUE(good.ok());
     EXPECT_EQ(*good, (Bytes{0x08, '_', 'U', 'I', 'D', 0x01}));
 }
+
+// Address space descriptors, byte for byte as iasl encodes the same ASL.
+TEST(Aml, AddressSpaceDescriptors) {
+    // WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, 0, 0, 0, 1)
+    EXPECT_EQ(bytes_of(aml::word_bus_number(0, 0)),
+              (Bytes{0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00}));
+    // WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0, 0x0D00, 0xFFFF, 0, 0xF300)
+    EXPECT_EQ(bytes_of(aml::word_io(0x0d00, 0xffff)),
+              (Bytes{0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03, 0, 0, 0x00, 0x0d, 0xff, 0xff, 0, 0, 0x00, 0xf3}));
+    // DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,
+    //              0, 0xC0000000, 0xDFFFFFFF, 0, 0x20000000)
+    EXPECT_EQ(bytes_of(aml::dword_memory(false, true, 0xc0000000, 0xdfffffff)),
+              (Bytes{0x87, 0x17, 0x00, 0x00, 0x0c, 0x01, 0, 0, 0, 0, 0x00, 0x00, 0x00, 0xc0, 0xff, 0xff,
+                     0xff, 0xdf, 0, 0, 0, 0, 0x00, 0x00, 0x00, 0x20}));
+    // ... Cacheable, ReadOnly: _MEM = 1, _RW = 0.
+    EXPECT_EQ(bytes_of(aml::dword_memory(true, false, 0x1000, 0x1fff))[5], 0x02);
+    // Ranges whose length does not fit the descriptor, or run backwards.
+    EXPECT_FALSE(aml::word_io(0, 0xffff).ok());
+    EXPECT_FALSE(aml::word_bus_number(5, 4).ok());
+    EXPECT_FALSE(aml::dword_memory(false, true, 0, 0xffffffff).ok());
+    EXPECT_FALSE(aml::resource_template({aml::word_io(0, 0xffff)}).ok());
+}
+
+// _PRT is a Package of Packages: {address, pin, source, source index}.
+TEST(Aml, PackageOfPackages) {
+    auto prt = aml::name("_PRT", aml::package({aml::package({aml::integer(0x1ffff), aml::zero(), aml::zero(),
+                                                            aml::integer(17)})}));
+    EXPECT_EQ(bytes_of(prt), (Bytes{0x08, '_', 'P', 'R', 'T', 0x12, 0x0e, 0x01, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff,
+                                    0x01, 0x00, 0x00, 0x00, 0x0a, 0x11}));
+}

@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "arch/x86/acpi_dsdt.hpp"
+#include "arch/x86/acpi_pci.hpp"
 #include "arch/x86/acpi_sdt.hpp"
 #include "arch/x86/layout.hpp"
 
@@ -170,9 +171,10 @@ base::Result<AcpiTables> build_acpi_tables(const AcpiConfig& config) {
 
     POPEK_ASSIGN_OR_RETURN(std::vector<uint8_t> dsdt, acpi::build_dsdt(config));
     // Tables the XSDT lists after the FADT; none of them holds an address.
-    // A new table (MCFG, HPET...) is one more line here.
+    // A new table (HPET...) is one more line here.
     std::vector<std::vector<uint8_t>> listed;
     listed.push_back(build_madt(config));
+    listed.push_back(acpi::build_mcfg());
 
     // RSDP, XSDT, DSDT, then the FADT and the listed tables.
     const uint64_t rsdp_addr = kAcpiStart;

@@ -1,5 +1,6 @@
 // The guest's ACPI tables (ACPI 6.3, hardware-reduced): RSDP, XSDT, FADT,
-// MADT and a DSDT with the legacy devices, the CPUs and \_S5.
+// MADT, MCFG (PCI ECAM) and a DSDT with the legacy devices, the PCI root
+// bridge, the CPUs and \_S5.
 //
 // Everything sits in [kAcpiStart, kAcpiEnd): the RSDP first (16-byte aligned,
 // where a BIOS-style scan finds it), then the tables, each 8-byte aligned.

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "arch/x86/acpi_pci.hpp"
 #include "arch/x86/acpi_sdt.hpp"
 #include "arch/x86/aml.hpp"
 #include "arch/x86/layout.hpp"
@@ -55,7 +56,7 @@ aml::Term cpu(uint32_t index) {
 
 base::Result<std::vector<uint8_t>> build_dsdt(const AcpiConfig& config) {
     static_assert(kAcpiMaxCpus <= 0x1000, "CPU device names have three hex digits");
-    std::vector<aml::Term> sb{com1(), i8042()};
+    std::vector<aml::Term> sb{com1(), i8042(), pci_root_bridge(), ecam_reservation()};
     for (uint32_t i = 0; i < config.cpu_count; ++i) sb.push_back(cpu(i));
 
     // \_S5: {SLP_TYPa, SLP_TYPb, reserved, reserved}. Hardware-reduced

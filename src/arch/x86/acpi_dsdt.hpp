@@ -1,6 +1,6 @@
 // The DSDT: \_S5 for power-off through the FADT sleep registers, and under
-// \_SB the devices an OS cannot discover on its own (COM1, the i8042) and
-// one processor device per CPU.
+// \_SB the devices an OS cannot discover on its own (COM1, the i8042, the
+// PCI root bridge and its ECAM reservation) and one processor device per CPU.
 #pragma once
 
 #include <cstdint>

@@ -33,6 +33,17 @@ constexpr uint8_t kIoTag = 0x47;              // small, I/O port, 7 data bytes
 constexpr uint8_t kEndTag = 0x79;             // small, End Tag, 1 data byte
 constexpr uint8_t kMemory32FixedTag = 0x86;   // large
 constexpr uint8_t kExtendedIrqTag = 0x89;     // large
+constexpr uint8_t kDWordAddressTag = 0x87;    // large, 23 data bytes
+constexpr uint8_t kWordAddressTag = 0x88;     // large, 13 data bytes
+
+// Address space descriptor fields.
+constexpr uint8_t kSpaceMemory = 0;
+constexpr uint8_t kSpaceIo = 1;
+constexpr uint8_t kSpaceBusNumber = 2;
+constexpr uint8_t kProducerMinMaxFixed = 0x0c;  // _MIF | _MAF; producer, positive decode
+constexpr uint8_t kIoEntireRange = 0x03;
+constexpr uint8_t kMemReadWrite = 0x01;
+constexpr uint8_t kMemCacheable = 0x02;         // _MEM = 1
 
 Term fail(std::string message) { return Term{{}, std::move(message)}; }
 
@@ -279,6 +290,36 @@ Term interrupt(InterruptFlags flags, uint32_t gsi) {
     Term t{{kExtendedIrqTag, 6, 0, bits, 1}, {}};  // one interrupt number follows
     put_le(t.bytes, gsi, 4);
     return t;
+}
+
+namespace {
+
+// Word (16-bit) or DWord (32-bit) address space descriptor.
+Term address_space(unsigned width, uint8_t space, uint8_t type_flags, uint64_t min, uint64_t max) {
+    const uint64_t limit = width == 2 ? 0xffff : 0xffffffff;
+    if (min > max || max - min + 1 > limit)
+        return fail("address range " + std::to_string(min) + "-" + std::to_string(max) + " does not fit a " +
+                    std::to_string(8 * width) + "-bit address space descriptor");
+    const uint8_t data_length = static_cast<uint8_t>(3 + 5 * width);
+    Term t{{width == 2 ? kWordAddressTag : kDWordAddressTag, data_length, 0, space, kProducerMinMaxFixed, type_flags},
+           {}};
+    put_le(t.bytes, 0, width);  // granularity
+    put_le(t.bytes, min, width);
+    put_le(t.bytes, max, width);
+    put_le(t.bytes, 0, width);  // translation offset
+    put_le(t.bytes, max - min + 1, width);
+    return t;
+}
+
+}  // namespace
+
+Term word_bus_number(uint16_t min, uint16_t max) { return address_space(2, kSpaceBusNumber, 0, min, max); }
+
+Term word_io(uint16_t min, uint16_t max) { return address_space(2, kSpaceIo, kIoEntireRange, min, max); }
+
+Term dword_memory(bool cacheable, bool writable, uint32_t min, uint32_t max) {
+    const uint8_t flags = static_cast<uint8_t>((writable ? kMemReadWrite : 0) | (cacheable ? kMemCacheable : 0));
+    return address_space(4, kSpaceMemory, flags, min, max);
 }
 
 Term resource_template(const std::vector<Term>& descriptors) {

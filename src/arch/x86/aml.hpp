@@ -71,6 +71,12 @@ struct InterruptFlags {
     bool shared = false;
 };
 Term interrupt(InterruptFlags flags, uint32_t gsi);  // Extended Interrupt, one GSI
+// Address space descriptors for a bridge's _CRS (ACPI 6.3, section
+// 6.4.3.5): ResourceProducer, PosDecode, MinFixed, MaxFixed, granularity 0,
+// translation 0, length max - min + 1 (refused if it does not fit).
+Term word_bus_number(uint16_t min, uint16_t max);
+Term word_io(uint16_t min, uint16_t max);  // EntireRange
+Term dword_memory(bool cacheable, bool writable, uint32_t min, uint32_t max);
 // A Buffer holding the descriptors followed by an End Tag (for _CRS).
 Term resource_template(const std::vector<Term>& descriptors);
 

@@ -54,6 +54,16 @@ constexpr uint16_t kPortAcpiSleepStatus = 0x601;  // FADT SLEEP_STATUS_REG
 constexpr uint8_t kAcpiS5SleepType = 5;           // \_S5 package value, written as SLP_TYP
 constexpr uint8_t kAcpiSleepEnable = 1u << 5;     // SLP_EN in the sleep control register
 
+// PCI configuration mechanism #1: CONFIG_ADDRESS at 0xcf8, CONFIG_DATA at 0xcfc-0xcff.
+constexpr uint16_t kPortPciConfig = 0xcf8;
+constexpr uint16_t kPortPciConfigLen = 8;
+
+// PCI INTx: INTA of bus-0 slot s is wired to IOAPIC input 16 + (s % 8), level
+// triggered, active high. The DSDT's _PRT and the PCI bus both use this.
+constexpr uint32_t kPciIntxGsiBase = 16;
+constexpr uint32_t kPciIntxGsiCount = 8;
+constexpr uint32_t pci_intx_gsi(uint32_t slot) { return kPciIntxGsiBase + slot % kPciIntxGsiCount; }
+
 constexpr uint8_t kIrqCom1 = 4;
 constexpr uint8_t kIrqI8042 = 1;                 // keyboard (ISA IRQ 1)
 

@@ -46,6 +46,7 @@ void I8042::command(uint8_t cmd) {
     auto push = [this](uint8_t b) {
         if (s_.output.size() < kOutputMax) s_.output.push_back(b);
     };
+    s_.pending_command = 0;  // a new command abandons one still waiting for its data byte
     switch (cmd) {
         case 0x20: push(s_.command_byte); break;  // read command byte
         case 0x60: s_.pending_command = cmd; break;  // write command byte (data follows)

@@ -21,7 +21,9 @@ Serial::Serial(int out_fd, IrqLine* irq) : Serial(out_fd, irq, State{}) {}
 
 Serial::Serial(int out_fd, IrqLine* irq, State s)
     : out_fd_(out_fd), irq_(irq), ier_(s.ier), lcr_(s.lcr), mcr_(s.mcr), scr_(s.scr), dll_(s.dll),
-      dlm_(s.dlm), fcr_(s.fcr), thr_empty_pending_(s.thr_empty_pending), rx_(s.rx.begin(), s.rx.end()) {}
+      dlm_(s.dlm), fcr_(s.fcr), thr_empty_pending_(s.thr_empty_pending), rx_(s.rx.begin(), s.rx.end()) {
+    update_irq();  // a restored UART with an interrupt pending raises its line again
+}
 
 Serial::State Serial::save() const {
     std::lock_guard lock(mu_);
