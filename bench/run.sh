@@ -1,6 +1,29 @@
 #!/usr/bin/env bash
-# popek vs QEMU-KVM on the probe guest, in one run. Prints a Markdown table.
+# popek vs QEMU-KVM on the probe guest, in one run. Prints Markdown tables.
+# Needs root for the network namespace and TAP of the virtio-net row.
 set -euo pipefail
 BUILD=${1:-build}
+DISK=/dev/shm/popek-bench-$$.img
+NS=popek-bench-$$
+cleanup() {
+  rm -f "$DISK"
+  ip netns del "$NS" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# virtio-blk image on tmpfs: the benchmark measures the VMMs, not a disk.
+truncate -s 256M "$DISK"
+dd if=/dev/urandom of="$DISK" bs=1M count=256 conv=notrunc status=none
+
+net_args=()
+if [ "$(id -u)" -eq 0 ] && command -v ip >/dev/null; then
+  ip netns add "$NS"
+  ip -n "$NS" tuntap add dev btap0 mode tap
+  ip -n "$NS" link set btap0 up
+  net_args=(--netns "$NS" --tap btap0 --tap-echo "$BUILD/bin/popek_tap_echo" --frames "${BENCH_FRAMES:-20000}")
+else
+  echo "bench: not root, skipping the virtio-net row" >&2
+fi
+
 "$BUILD/bin/popek_vmm_bench" --popek "$BUILD/bin/popek" --probe "$BUILD/guest/probe.elf" \
-  --runs "${BENCH_RUNS:-10}" --exits "${BENCH_EXITS:-1000000}"
+  --runs "${BENCH_RUNS:-10}" --exits "${BENCH_EXITS:-1000000}" --disk "$DISK" "${net_args[@]}"

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -102,20 +103,48 @@ struct Opts {
     int runs = 10;
     long exits = 1000000;
     std::string memory = "128M";
+    std::string disk;      // raw image on tmpfs for the virtio-blk rows ("" = skip)
+    std::string netns;     // network namespace holding `tap` ("" = skip the net row)
+    std::string tap;
+    std::string tap_echo;  // popek_tap_echo binary
+    long frames = 20000;
 };
 
-std::vector<std::string> popek_argv(const Opts& o, const std::string& cmdline) {
-    return {o.popek, "run", "--kernel", o.probe, "--cmdline", cmdline, "--memory", o.memory};
+// Which devices a run attaches: none, the benchmark disk, or the TAP.
+enum class Devices { None, Disk, Net };
+
+std::vector<std::string> in_netns(const Opts& o, std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {"/usr/sbin/ip", "netns", "exec", o.netns});
+    return argv;
 }
 
-std::vector<std::string> qemu_argv(const Opts& o, const std::string& cmdline) {
+std::vector<std::string> popek_argv(const Opts& o, const std::string& cmdline, Devices dev = Devices::None) {
+    std::vector<std::string> a{o.popek, "run", "--kernel", o.probe, "--cmdline", cmdline, "--memory", o.memory};
+    if (dev == Devices::Disk) a.insert(a.end(), {"--disk", o.disk});
+    if (dev == Devices::Net) return in_netns(o, [&] { a.insert(a.end(), {"--net", "tap=" + o.tap}); return a; }());
+    return a;
+}
+
+std::vector<std::string> qemu_argv(const Opts& o, const std::string& cmdline, Devices dev = Devices::None) {
     // microvm: QEMU's fastest-starting machine; guest RAM from a memfd like popek's,
     // so both processes' guest memory shows up as shared memory and not as overhead.
-    return {o.qemu, "-M", "microvm,x-option-roms=off,rtc=off,pic=off,pit=on,isa-serial=on",
+    // Devices need its PCIe host (pcie=on).
+    std::string machine = "microvm,x-option-roms=off,rtc=off,pic=off,pit=on,isa-serial=on";
+    if (dev != Devices::None) machine += ",pcie=on";
+    std::vector<std::string> a{o.qemu, "-M", machine,
             "-accel", "kvm", "-m", o.memory, "-nodefaults", "-no-user-config",
             "-nographic", "-serial", "stdio", "-object",
             "memory-backend-memfd,id=mem,size=" + o.memory, "-M", "memory-backend=mem",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-kernel", o.probe, "-append", cmdline};
+    if (dev == Devices::Disk)
+        a.insert(a.end(), {"-drive", "file=" + o.disk + ",if=none,format=raw,id=d0", "-device",
+                           "virtio-blk-pci,drive=d0,disable-legacy=on"});
+    if (dev == Devices::Net) {
+        a.insert(a.end(), {"-netdev", "tap,id=n0,ifname=" + o.tap + ",script=no,downscript=no", "-device",
+                           "virtio-net-pci,netdev=n0,disable-legacy=on"});
+        return in_netns(o, a);
+    }
+    return a;
 }
 
 }  // namespace
@@ -129,6 +158,11 @@ int main(int argc, char** argv) {
         else if (k == "--qemu") o.qemu = v;
         else if (k == "--runs") o.runs = std::stoi(v);
         else if (k == "--exits") o.exits = std::stol(v);
+        else if (k == "--disk") o.disk = v;
+        else if (k == "--netns") o.netns = v;
+        else if (k == "--tap") o.tap = v;
+        else if (k == "--tap-echo") o.tap_echo = v;
+        else if (k == "--frames") o.frames = std::stol(v);
         else {
             std::fprintf(stderr, "popek_vmm_bench: unknown option %s\n", k.c_str());
             return 2;
@@ -140,14 +174,14 @@ int main(int argc, char** argv) {
     }
     struct Row { std::string name; double popek, qemu; };
     std::vector<Row> rows;
-    struct Side { const char* name; std::vector<std::string> (*make)(const Opts&, const std::string&); };
+    struct Side { const char* name; std::vector<std::string> (*make)(const Opts&, const std::string&, Devices); };
     Side sides[2] = {{"popek", popek_argv}, {"qemu", qemu_argv}};
 
     // 1. start -> PROBE-READY, and memory overhead, on a short workload; runs interleaved.
     std::vector<double> ready[2], overhead[2];
     for (int i = 0; i < o.runs; i++) {
         for (int s = 0; s < 2; s++) {
-            Run r = run_once(sides[s].make(o, "compute 1"), std::chrono::seconds(30));
+            Run r = run_once(sides[s].make(o, "compute 1", Devices::None), std::chrono::seconds(30));
             if (r.ready_ms < 0) {
                 std::fprintf(stderr, "%s did not print PROBE-READY:\n%s\n", sides[s].name, r.output.c_str());
                 return 1;
@@ -165,7 +199,7 @@ int main(int argc, char** argv) {
     //    full round trip through the VMM's device model in user space.
     auto per_op = [&](const std::string& workload, long n, double out[2]) -> bool {
         for (int s = 0; s < 2; s++) {
-            Run r = run_once(sides[s].make(o, workload + " " + std::to_string(n)), std::chrono::seconds(900));
+            Run r = run_once(sides[s].make(o, workload + " " + std::to_string(n), Devices::None), std::chrono::seconds(900));
             if (r.done_ms < 0) {
                 std::fprintf(stderr, "%s did not finish %s:\n%s\n", sides[s].name, workload.c_str(), r.output.c_str());
                 return false;
@@ -179,9 +213,70 @@ int main(int argc, char** argv) {
     rows.push_back({"port-I/O exit round trip, POST port 0x80 (ns/exit)", per_exit[0], per_exit[1]});
     rows.push_back({"port-I/O read via user-space device model (ns/read)", per_read[0], per_read[1]});
 
-    fmt::print("| benchmark | popek | QEMU microvm (KVM) | popek / QEMU |\n|---|---:|---:|---:|\n");
+    // 3. virtio-blk: the probe's ring-3 driver, 32 requests in flight, on a tmpfs image.
+    //    Higher is better here: IOPS and MiB/s, median of `runs_io` runs each.
+    struct Rate { std::string name; double popek, qemu; };
+    std::vector<Rate> rates;
+    auto rate = [&](const std::string& name, const std::string& cmdline, Devices dev, double units,
+                    const std::function<std::string(int)>& prepare) -> bool {
+        std::vector<double> v[2];
+        for (int i = 0; i < 3; i++) {
+            for (int s = 0; s < 2; s++) {
+                std::string echo_err = prepare ? prepare(s) : "";
+                if (!echo_err.empty()) {
+                    std::fprintf(stderr, "%s\n", echo_err.c_str());
+                    return false;
+                }
+                Run r = run_once(sides[s].make(o, cmdline, dev), std::chrono::seconds(300));
+                if (r.done_ms < 0 || r.output.find("PROBE-ERROR") != std::string::npos) {
+                    std::fprintf(stderr, "%s failed %s:\n%s\n", sides[s].name, cmdline.c_str(), r.output.c_str());
+                    return false;
+                }
+                v[s].push_back(units / ((r.done_ms - r.ready_ms) / 1000.0));
+            }
+        }
+        rates.push_back({name, median(v[0]), median(v[1])});
+        return true;
+    };
+    if (!o.disk.empty()) {
+        if (!rate("virtio-blk 4 KiB random read (IOPS)", "blk-bench randread4k 20000", Devices::Disk, 20000, {}) ||
+            !rate("virtio-blk 1 MiB sequential read (MiB/s)", "blk-bench seqread1m 512", Devices::Disk, 512, {}) ||
+            !rate("virtio-blk 1 MiB sequential write (MiB/s)", "blk-bench seqwrite1m 512", Devices::Disk, 512, {}))
+            return 1;
+    }
+    if (!o.netns.empty()) {
+        // The echo runs in the namespace for each VM run and answers every frame.
+        pid_t echo_pid = -1;
+        auto start_echo = [&](int) -> std::string {
+            if (echo_pid > 0) ::waitpid(echo_pid, nullptr, 0);
+            std::vector<std::string> echo_argv = in_netns(o, {o.tap_echo, o.tap, std::to_string(o.frames), "120"});
+            std::vector<char*> args;
+            for (auto& a : echo_argv) args.push_back(a.data());
+            args.push_back(nullptr);
+            posix_spawn_file_actions_t fa;
+            posix_spawn_file_actions_init(&fa);
+            posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+            int rc = ::posix_spawn(&echo_pid, args[0], &fa, nullptr, args.data(), environ);
+            posix_spawn_file_actions_destroy(&fa);
+            return rc == 0 ? "" : "cannot start popek_tap_echo";
+        };
+        bool ok = rate("virtio-net frames through TAP and back (frames/s)", "net-test " + std::to_string(o.frames),
+                       Devices::Net, 2.0 * static_cast<double>(o.frames), start_echo);
+        if (echo_pid > 0) {
+            ::kill(echo_pid, SIGKILL);
+            ::waitpid(echo_pid, nullptr, 0);
+        }
+        if (!ok) return 1;
+    }
+
+    fmt::print("| benchmark (lower is better) | popek | QEMU microvm (KVM) | popek / QEMU |\n|---|---:|---:|---:|\n");
     for (const auto& row : rows)
         fmt::print("| {} | {:.2f} | {:.2f} | {:.2f}x |\n", row.name, row.popek, row.qemu, row.popek / row.qemu);
+    if (!rates.empty()) {
+        fmt::print("\n| benchmark (higher is better) | popek | QEMU microvm (KVM) | popek / QEMU |\n|---|---:|---:|---:|\n");
+        for (const auto& row : rates)
+            fmt::print("| {} | {:.0f} | {:.0f} | {:.2f}x |\n", row.name, row.popek, row.qemu, row.popek / row.qemu);
+    }
     fmt::print("\n{} runs for start/RSS (interleaved); {} POST-port exits; {} port reads.\n", o.runs, o.exits,
                o.exits / 10);
     return 0;
