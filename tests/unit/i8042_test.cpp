@@ -84,11 +84,9 @@ TEST(I8042, DataWriteWithoutPendingCommandLeavesCommandByte) {
     EXPECT_EQ(rd(k, kData), 0x10);
 }
 
-// BUG (src/devices/legacy/i8042.cpp, I8042::command): a command written to
-// port 0x64 does not cancel a 0x60 still waiting for its data byte, so after
-// "0x60, 0xaa, then 0xff to port 0x60" the 0xff (meant for the keyboard)
-// becomes the command byte. A real 8042 drops the pending write when a new
-// command arrives. Fix: start I8042::command with `s_.pending_command = 0;`.
+// Regression: a command written to port 0x64 once left a pending 0x60
+// armed, so a later keyboard byte on port 0x60 became the command byte.
+// A real 8042 drops the pending write when a new command arrives.
 TEST(I8042, NewCommandCancelsAPendingCommandByteWrite) {
     RecordingExits exits;
     I8042 k(exits);

@@ -420,14 +420,10 @@ TEST(Serial, RestoredUartBehavesLikeTheOriginal) {
     EXPECT_EQ(p1.drain(), "");
 }
 
-// BUG (src/devices/serial/serial.cpp, Serial::Serial(int, IrqLine*, State)):
-// the restoring constructor leaves irq_level_ = false whatever the state says,
-// and never drives the line. A UART restored with an interrupt pending (here:
-// RX data with RDI enabled and OUT2 set) therefore does not assert its line,
-// and when the guest later drains the FIFO update_irq() sees "false -> false"
-// and never lowers it either, so an interrupt controller restored with the
-// line high keeps it high forever. Fix: end the constructor body with
-// `update_irq();` so the line (and irq_level_) match the restored registers.
+// Regression: the restoring constructor once left irq_level_ false whatever
+// the state said and never drove the line, so a UART restored with an
+// interrupt pending neither asserted its line nor, once the guest drained
+// the FIFO, lowered a line the interrupt controller had restored as high.
 TEST(Serial, RestoredUartDrivesItsInterruptLineFromTheState) {
     Pipe p1, p2;
     FakeIrq irq_a, irq_b;

@@ -151,6 +151,7 @@ public:
     [[nodiscard]] uint32_t index() const override { return index_; }
 
     base::Result<hv::VcpuExit> run() override {
+        note_vcpu_thread();
         std::unique_lock lock(s_->mu);
         s_->runs++;
         s_->in_run = true;
@@ -196,9 +197,7 @@ public:
     }
 
     void clear_exit_request() override {
-        // Called only on the vCPU thread: a good place to learn when it ends.
-        thread_local ThreadExitFlag flag;
-        if (!flag.s) flag.s = s_;
+        note_vcpu_thread();  // the thread clears requests before its first run, even if never resumed
         std::lock_guard lock(s_->mu);
         s_->kick = false;
         s_->clears++;
@@ -238,6 +237,11 @@ public:
     }
 
 private:
+    // Only the vCPU thread calls run() and clear_exit_request(): learn when it ends.
+    void note_vcpu_thread() {
+        thread_local ThreadExitFlag flag;
+        if (!flag.s) flag.s = s_;
+    }
     hv::VcpuExit leave(hv::VcpuExit e) {
         s_->in_run = false;
         s_->cv.notify_all();
