@@ -51,7 +51,7 @@ Result<void> Machine::build_pci() {
     pci_bus_ = std::make_unique<devices::pci::PciBus>(mmio_, *interrupts_, x86::kPciMmio32Start, x86::kPciMmio32Size);
     pci_config_io_ = std::make_unique<devices::pci::PciConfigIo>(*pci_bus_);
     pci_ecam_ = std::make_unique<devices::pci::PciEcam>(*pci_bus_);
-    POPEK_TRY(pio_.insert(0xcf8, 8, pci_config_io_.get(), "pci-config-io"));
+    POPEK_TRY(pio_.insert(x86::kPortPciConfig, x86::kPortPciConfigLen, pci_config_io_.get(), "pci-config-io"));
     POPEK_TRY(mmio_.insert(x86::kPciEcamStart, x86::kPciEcamSize, pci_ecam_.get(), "pci-ecam"));
     ioeventfds_ = std::make_unique<virtio::pci::VmIoeventfds>(*vm_);
 

@@ -58,8 +58,8 @@ constexpr uint8_t kAcpiSleepEnable = 1u << 5;     // SLP_EN in the sleep control
 constexpr uint16_t kPortPciConfig = 0xcf8;
 constexpr uint16_t kPortPciConfigLen = 8;
 
-// PCI INTx: INTA of bus-0 slot s is wired to IOAPIC input 16 + (s % 8), level
-// triggered, active high. The DSDT's _PRT and the PCI bus both use this.
+// PCI INTx: INTA of bus-0 slot s is wired to IOAPIC input 16 + (s % 8),
+// level-triggered and shared. The DSDT's _PRT and the PCI bus both use this.
 constexpr uint32_t kPciIntxGsiBase = 16;
 constexpr uint32_t kPciIntxGsiCount = 8;
 constexpr uint32_t pci_intx_gsi(uint32_t slot) { return kPciIntxGsiBase + slot % kPciIntxGsiCount; }

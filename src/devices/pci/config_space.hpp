@@ -6,7 +6,9 @@
 // (write all-ones, read back the size mask) and write the address back, but
 // any other address it writes is not honored: the BAR keeps decoding where
 // popek put it and reads back that address. Linux uses the assignment it
-// finds, as it does for firmware-assigned BARs.
+// finds, as it does for firmware-assigned BARs. Sizing takes a dword write
+// of all-ones (as every OS does it). BARs decode whatever Command.Memory
+// says: the address never moves, so there is nothing to protect.
 //
 // Not thread-safe: the owning device locks around it.
 #pragma once

@@ -10,6 +10,9 @@
 // INTx: every device gets pin INTA, wired to GSI arch::x86::pci_intx_gsi(slot)
 // = 16 + slot % 8 (the DSDT's _PRT says the same). Devices sharing a GSI are
 // ORed together here, so one lowering its line does not drop another's.
+// IrqLine levels mean asserted/deasserted: _PRT entries that name a GSI are
+// level-triggered active-low by ACPI's rules, and KVM's IOAPIC takes
+// "asserted" whatever the polarity the guest programs.
 //
 // Build the whole bus before vCPUs start: add() inserts into the MMIO bus,
 // which is immutable afterwards. Lookups then take no lock.
