@@ -1,6 +1,6 @@
 /* Probe guest: ring-0 code. The entry points (PVH, and Linux's 32-bit and
  * 64-bit boot protocols for the bzImage), the AP trampoline, the exception
- * stubs and the int3 gate.
+ * stubs, the int3 gate and blk-msix's interrupt handler.
  *
  * Ring 0 is expensive here (KVM-PVM emulates every guest ring-0 instruction,
  * ~0.8 us each), so ring 0 only switches to long mode with tables that are
@@ -126,7 +126,11 @@ gate_entry:
         iretq
 2:      cmp $SYS_HALT, %eax
         je halt_forever
-        push $0
+        cmp $SYS_IRQ_ENABLE, %eax
+        jne 3f
+        orl $0x200, 16(%rsp)    /* IF in the frame's RFLAGS (rip, cs, rflags) */
+        iretq
+3:      push $0
         push $3
         jmp trap_common
 
@@ -210,6 +214,14 @@ trap_common:
         add $16, %rsp           /* vector, error code */
         iretq
 
+/* ---- IRQ_VECTOR: the external interrupt blk-msix asks for. Three emulated
+ * instructions: count, EOI (addr32: the LAPIC's address zero-extended, not
+ * sign-extended), return. Only ring 3 with IF=1 gets here. */
+irq_entry:
+        incl irq_count(%rip)
+        addr32 movl $0, LAPIC_BASE + LAPIC_EOI
+        iretq
+
 /* ---- AP trampoline: copied to TRAMPOLINE_ADDR by ring 3, entered by SIPI
  * in real mode with CS = TRAMPOLINE_ADDR >> 4, IP = 0. Position
  * independent: only offsets from trampoline_start and absolute targets. */
@@ -234,6 +246,9 @@ trampoline_end:
         .balign 4
 next_cpu:
         .long 1                 /* the BSP is CPU 0 */
+        .globl irq_count
+irq_count:
+        .long 0
 
 #include "tables.inc"
 

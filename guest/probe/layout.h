@@ -43,6 +43,14 @@
 #define SYS_MMIO_READ32 1  /* eax = *(u32 *)rdi */
 #define SYS_MMIO_WRITE32 2 /* *(u32 *)rdi = esi */
 #define SYS_HALT 3         /* cli; hlt forever */
+#define SYS_IRQ_ENABLE 4   /* RFLAGS.IF = 1 on return to ring 3 (ring 3 cannot sti) */
+
+/* The one external interrupt vector with a handler (boot.S irq_entry: counts
+ * in irq_count, EOIs the LAPIC). blk-msix points its MSI-X entry at it. The
+ * IDT has IDT_VECTORS gates: the 32 exceptions, IRQ_VECTOR, nothing between. */
+#define IRQ_VECTOR 0x41
+#define IDT_VECTORS (IRQ_VECTOR + 1)
+#define LAPIC_EOI 0xb0
 
 /* Where the AP real-mode trampoline is copied (SIPI vector = addr >> 12).
  * Below 1 MiB, 4 KiB aligned, clear of popek's 0x6000-0xbfff boot data and

@@ -136,6 +136,10 @@ void probe_main(u64 boot, u64 cpu) {
         workload_blk_test();
     } else if (str_eq(workload, "blk-bench")) {
         workload_blk_bench(arg, next_word(&cursor));
+    } else if (str_eq(workload, "blk-hostile")) {
+        workload_blk_hostile(arg);
+    } else if (str_eq(workload, "blk-msix")) {
+        workload_blk_msix(number_arg(workload, arg, 0, true));
     } else if (str_eq(workload, "rng-test")) {
         workload_rng_test(number_arg(workload, arg, 0, true));
     } else if (str_eq(workload, "console-test")) {

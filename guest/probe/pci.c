@@ -192,6 +192,17 @@ bool pci_find_virtio(u16 type, u32 nth, struct pci_dev *out) {
     return pci_scan(match_virtio, &a);
 }
 
+u8 pci_find_cap(const struct pci_dev *p, u8 id) {
+    if (!(pci_read16(p, 0x06) & 0x10)) return 0; /* no capability list */
+    u8 ptr = pci_read8(p, 0x34) & 0xfc;
+    for (int guard = 0; ptr && guard < 48; guard++) {
+        u16 head = pci_read16(p, ptr); /* id, next */
+        if ((head & 0xff) == id) return ptr;
+        ptr = (u8)(head >> 8) & 0xfc;
+    }
+    return 0;
+}
+
 /* ---- BARs --------------------------------------------------------------- */
 static bool bar_is_64(u32 v) { return !(v & 1) && ((v >> 1) & 3) == 2; }
 

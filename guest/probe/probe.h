@@ -142,6 +142,8 @@ void workload_initrd(void);
 /* virtio workloads (virtio_*.c) */
 void workload_blk_test(void);
 void workload_blk_bench(const char *mode, const char *count);
+void workload_blk_hostile(const char *only_case);
+void workload_blk_msix(u64 n);
 void workload_rng_test(u64 n);
 void workload_console_test(void);
 void workload_net_test(u64 n);
@@ -160,6 +162,7 @@ extern char fault_touch_resume[];
 /* ---- boot.S / linker symbols ---- */
 extern char trampoline_start[], trampoline_end[];
 extern volatile u32 next_cpu;
+extern volatile u32 irq_count; /* IRQ_VECTOR interrupts so far (boot.S irq_entry) */
 extern char __bss_start[], __bss_end[];
 __attribute__((noreturn)) void halt_forever(void); /* ring 0 only */
 

@@ -8,7 +8,9 @@
  * Completions are found by polling used->idx; the ISR register is never
  * read. Interrupts stay off: MSI-X is never enabled, each queue's vector is
  * NO_VECTOR, and the driver asks for no used-buffer notifications
- * (VIRTQ_AVAIL_F_NO_INTERRUPT, or used_event kept far ahead). */
+ * (VIRTQ_AVAIL_F_NO_INTERRUPT, or used_event kept far ahead). The one
+ * exception is blk-msix (virtio_blk_msix.c), which enables MSI-X itself and
+ * gives its queue a vector through virtio_setup_queue_vector(). */
 #include "virtio.h"
 
 /* struct virtio_pci_common_cfg */
@@ -29,8 +31,6 @@
 #define CC_QUEUE_DRIVER 0x28
 #define CC_QUEUE_DEVICE 0x30
 
-#define VIRTIO_MSI_NO_VECTOR 0xffff
-
 /* struct virtio_pci_cap */
 #define PCI_CAP_ID_VNDR 0x09
 #define VIRTIO_PCI_CAP_COMMON_CFG 1
@@ -38,7 +38,7 @@
 #define VIRTIO_PCI_CAP_ISR_CFG 3
 #define VIRTIO_PCI_CAP_DEVICE_CFG 4
 
-static u64 timeout_ticks(void) {
+u64 virtio_timeout_ticks(void) {
     static u64 ticks;
     if (!ticks) ticks = tsc_hz() * VIRTIO_TIMEOUT_S;
     return ticks;
@@ -162,11 +162,16 @@ void virtio_open(struct virtio_dev *d, u16 type, u32 nth) {
     if (!d->common || !d->notify_base) probe_error("virtio: no common or notify capability", NULL);
 }
 
-u64 virtio_negotiate(struct virtio_dev *d, u64 wanted) {
+bool virtio_reset(struct virtio_dev *d) {
     cc_w8(d, CC_DEVICE_STATUS, 0);
     u64 start = rdtsc();
     while (cc_r8(d, CC_DEVICE_STATUS) != 0)
-        if (rdtsc() - start > timeout_ticks()) virtio_fail(d, "timeout reset");
+        if (rdtsc() - start > virtio_timeout_ticks()) return false;
+    return true;
+}
+
+u64 virtio_negotiate(struct virtio_dev *d, u64 wanted) {
+    if (!virtio_reset(d)) virtio_fail(d, "timeout reset");
     cc_w8(d, CC_DEVICE_STATUS, VIRTIO_STATUS_ACKNOWLEDGE);
     cc_w8(d, CC_DEVICE_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
 
@@ -192,6 +197,10 @@ u64 virtio_negotiate(struct virtio_dev *d, u64 wanted) {
 }
 
 void virtio_setup_queue(struct virtio_dev *d, struct virtq *q, u16 index, u16 max_size) {
+    virtio_setup_queue_vector(d, q, index, max_size, VIRTIO_MSI_NO_VECTOR);
+}
+
+void virtio_setup_queue_vector(struct virtio_dev *d, struct virtq *q, u16 index, u16 max_size, u16 vector) {
     memset(q, 0, sizeof(*q));
     if (index >= d->num_queues) virtio_fail(d, "queue index beyond num_queues");
     cc_w16(d, CC_QUEUE_SELECT, index);
@@ -218,12 +227,18 @@ void virtio_setup_queue(struct virtio_dev *d, struct virtq *q, u16 index, u16 ma
     q->free_head = 0;
     q->num_free = size;
     /* No used-buffer notifications wanted: we poll. With EVENT_IDX the
-     * flags must stay 0 and used_event is kept 0x8000 ahead instead. */
-    if (q->event_idx) *q->used_event = 0x8000;
-    else q->avail->flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
+     * flags must stay 0 and used_event is kept 0x8000 ahead instead. With
+     * an MSI-X vector: a notification for every completion (flags 0, and
+     * used_event 0 = right at the first one). */
+    q->irq = vector != VIRTIO_MSI_NO_VECTOR;
+    if (!q->irq) {
+        if (q->event_idx) *q->used_event = 0x8000;
+        else q->avail->flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
+    } /* else the zeroed rings already say so: flags 0, used_event 0 */
 
     cc_w16(d, CC_QUEUE_SIZE, size);
-    cc_w16(d, CC_QUEUE_MSIX_VECTOR, VIRTIO_MSI_NO_VECTOR);
+    cc_w16(d, CC_QUEUE_MSIX_VECTOR, vector);
+    if (q->irq && cc_r16(d, CC_QUEUE_MSIX_VECTOR) != vector) virtio_fail(d, "queue MSI-X vector not accepted");
     u16 notify_off = cc_r16(d, CC_QUEUE_NOTIFY_OFF);
     q->notify_addr = d->notify_base + (u64)notify_off * d->notify_mult;
     cc_w64(d, CC_QUEUE_DESC, (u64)q->desc);
@@ -337,14 +352,23 @@ bool vq_poll(struct virtq *q, u32 *token, u32 *len) {
     q->free_head = head;
     q->num_free = (u16)(q->num_free + q->chain_len[head]);
     q->last_used++;
-    if (q->event_idx) *q->used_event = (u16)(q->last_used + 0x8000);
+    if (q->event_idx) *q->used_event = (u16)(q->irq ? q->last_used : q->last_used + 0x8000);
+    return true;
+}
+
+bool vq_wait_quiet(struct virtq *q, u32 *token, u32 *len) {
+    u64 start = rdtsc();
+    while (!vq_poll(q, token, len)) {
+        if (rdtsc() - start > virtio_timeout_ticks()) return false;
+        cpu_relax();
+    }
     return true;
 }
 
 void vq_wait(struct virtq *q, u32 *token, u32 *len, const char *what) {
     u64 start = rdtsc();
     while (!vq_poll(q, token, len)) {
-        if (rdtsc() - start > timeout_ticks()) {
+        if (rdtsc() - start > virtio_timeout_ticks()) {
             put_str("PROBE-ERROR timeout ");
             put_str(what);
             put_str(" virtio-");

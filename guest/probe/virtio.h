@@ -83,6 +83,8 @@ bool pci_find_virtio(u16 type, u32 nth, struct pci_dev *out);
 /* Reads (and if needed assigns) the memory BARs, then enables memory space
  * and bus mastering. */
 void pci_enable(struct pci_dev *p);
+/* Config-space offset of the first capability with `id`, 0 if none. */
+u8 pci_find_cap(const struct pci_dev *p, u8 id);
 
 /* ---- virtio-pci transport and split virtqueues (virtio.c) ------------ */
 #define VIRTIO_ID_NET 1
@@ -132,6 +134,7 @@ struct virtq {
     u16 index, size;
     bool indirect;  /* VIRTIO_F_INDIRECT_DESC negotiated: chains of 2+ use a table */
     bool event_idx; /* VIRTIO_F_EVENT_IDX negotiated */
+    bool irq;       /* used-buffer notifications wanted (an MSI-X vector is set) */
     struct virtq_desc *desc;
     struct virtq_avail *avail;
     struct virtq_used *used;
@@ -180,6 +183,14 @@ u64 virtio_negotiate(struct virtio_dev *d, u64 wanted);
 /* Sets up queue `index` with at most `max_size` entries (rounded down to a
  * power of two) in DMA memory and enables it. */
 void virtio_setup_queue(struct virtio_dev *d, struct virtq *q, u16 index, u16 max_size);
+/* The same, with queue_msix_vector = `vector` (read back: virtio_fail if the
+ * device refuses it). With a vector other than VIRTIO_MSI_NO_VECTOR the
+ * driver asks for a used-buffer notification after every completion
+ * (avail flags 0, or used_event = the next used index with EVENT_IDX). */
+void virtio_setup_queue_vector(struct virtio_dev *d, struct virtq *q, u16 index, u16 max_size, u16 vector);
+/* Writes device_status 0 and waits until it reads back 0; false after
+ * VIRTIO_TIMEOUT_S seconds. */
+bool virtio_reset(struct virtio_dev *d);
 void virtio_driver_ok(struct virtio_dev *d);
 u8 virtio_status(const struct virtio_dev *d);
 /* Device-specific configuration reads at `off` (config_generation checked
@@ -201,10 +212,17 @@ bool vq_poll(struct virtq *q, u32 *token, u32 *len);
 /* vq_poll until a completion arrives; after VIRTIO_TIMEOUT_S seconds without
  * one, PROBE-ERROR timeout <what> (with the device status). */
 void vq_wait(struct virtq *q, u32 *token, u32 *len, const char *what);
+/* vq_poll until a completion arrives; false after VIRTIO_TIMEOUT_S seconds
+ * (no PROBE-ERROR). */
+bool vq_wait_quiet(struct virtq *q, u32 *token, u32 *len);
 /* Free ring descriptors. */
 static inline u16 vq_free(const struct virtq *q) { return q->num_free; }
 
 #define VIRTIO_TIMEOUT_S 2
+/* VIRTIO_TIMEOUT_S in TSC ticks. */
+u64 virtio_timeout_ticks(void);
+
+#define VIRTIO_MSI_NO_VECTOR 0xffff
 
 /* ---- DMA memory: a bump allocator over [32 MiB, 48 MiB) --------------- */
 #define DMA_BASE (32ull << 20)

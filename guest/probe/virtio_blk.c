@@ -2,64 +2,26 @@
  * Uses the first virtio-blk function on bus 0. Negotiates INDIRECT_DESC and
  * EVENT_IDX when offered, so every request (header, data, status) is one
  * ring descriptor pointing to an indirect table. */
-#include "virtio.h"
+#include "virtio_blk.h"
 
-#define VIRTIO_BLK_F_SIZE_MAX (1ull << 1)
-#define VIRTIO_BLK_F_SEG_MAX (1ull << 2)
-#define VIRTIO_BLK_F_RO (1ull << 5)
-#define VIRTIO_BLK_F_BLK_SIZE (1ull << 6)
-#define VIRTIO_BLK_F_FLUSH (1ull << 9)
-
-#define VIRTIO_BLK_CFG_CAPACITY 0
-#define VIRTIO_BLK_CFG_SIZE_MAX 8
-#define VIRTIO_BLK_CFG_SEG_MAX 12
-
-#define VIRTIO_BLK_T_IN 0
-#define VIRTIO_BLK_T_OUT 1
-#define VIRTIO_BLK_T_FLUSH 4
-#define VIRTIO_BLK_T_GET_ID 8
-#define VIRTIO_BLK_S_OK 0
-#define VIRTIO_BLK_S_IOERR 1
-#define VIRTIO_BLK_ID_BYTES 20
-
-#define SECTOR 512ull
-#define BLK_QUEUE_SIZE 128
-
-struct blk_slot {
-    u32 type, reserved;
-    u64 sector;
-    u8 status;
-    u8 pad[7];
-};
-
-struct blk {
-    struct virtio_dev d;
-    struct virtq q;
-    u64 capacity; /* 512-byte sectors */
-    u32 size_max; /* per data segment, 0 = no limit */
-    u32 seg_max;  /* data segments per request, 0 = no limit */
-    bool ro, flush;
-    struct blk_slot *slots;
-};
-
-static void blk_open(struct blk *b, u32 nslots) {
-    virtio_open(&b->d, VIRTIO_ID_BLOCK, 0);
-    u64 f = virtio_negotiate(&b->d, VIRTIO_BLK_F_SIZE_MAX | VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_RO |
-                                        VIRTIO_BLK_F_BLK_SIZE | VIRTIO_BLK_F_FLUSH | VIRTIO_F_INDIRECT_DESC |
-                                        VIRTIO_F_EVENT_IDX);
-    virtio_setup_queue(&b->d, &b->q, 0, BLK_QUEUE_SIZE);
+void blk_start(struct blk *b, u64 features, u16 vector) {
+    u64 f = virtio_negotiate(&b->d, features);
+    virtio_setup_queue_vector(&b->d, &b->q, 0, BLK_QUEUE_SIZE, vector);
     virtio_driver_ok(&b->d);
     b->capacity = virtio_cfg64(&b->d, VIRTIO_BLK_CFG_CAPACITY);
     b->size_max = f & VIRTIO_BLK_F_SIZE_MAX ? virtio_cfg32(&b->d, VIRTIO_BLK_CFG_SIZE_MAX) : 0;
     b->seg_max = f & VIRTIO_BLK_F_SEG_MAX ? virtio_cfg32(&b->d, VIRTIO_BLK_CFG_SEG_MAX) : 0;
     b->ro = f & VIRTIO_BLK_F_RO;
     b->flush = f & VIRTIO_BLK_F_FLUSH;
+}
+
+void blk_open(struct blk *b, u32 nslots) {
+    virtio_open(&b->d, VIRTIO_ID_BLOCK, 0);
+    blk_start(b, BLK_FEATURES, VIRTIO_MSI_NO_VECTOR);
     b->slots = dma_alloc(sizeof(struct blk_slot) * nslots, 64);
 }
 
-/* Queues request `slot`: header, data (split at size_max), status. False if
- * the ring is full. */
-static bool blk_submit(struct blk *b, u32 slot, u32 type, u64 sector, void *buf, u32 len) {
+bool blk_submit(struct blk *b, u32 slot, u32 type, u64 sector, void *buf, u32 len) {
     struct blk_slot *s = &b->slots[slot];
     s->type = type;
     s->reserved = 0;
@@ -91,9 +53,6 @@ static u8 blk_sync(struct blk *b, u32 type, u64 sector, void *buf, u32 len, cons
     vq_wait(&b->q, &token, NULL, what);
     return b->slots[token].status;
 }
-
-/* The test pattern: byte i (0-511) of sector s. */
-static u8 blk_pattern(u64 s, u64 i) { return (u8)(s * 131 + (s >> 8) * 17 + i * 7 + (i >> 8) * 3); }
 
 #define BLK_TEST_SECTOR 8
 #define BLK_TEST_BYTES 65536u
