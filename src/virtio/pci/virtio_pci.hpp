@@ -155,6 +155,8 @@ private:
     [[nodiscard]] uint64_t notify_address(uint16_t queue) const;
 
     // Interrupts (virtio_pci.cpp); any thread.
+    std::atomic<unsigned> failures_reported_{0};
+
     void raise(uint8_t isr_bit, uint16_t vector);
     void signal_config();
     uint8_t read_isr();

@@ -4,6 +4,8 @@
 
 #include "virtio/pci/virtio_pci.hpp"
 
+#include <cstdio>
+
 namespace popek::virtio::pci {
 
 uint64_t VirtioPciDevice::notify_address(uint16_t queue) const {
@@ -117,6 +119,13 @@ void VirtioPciDevice::device_failed(const base::Error& error) {
         status_ = static_cast<uint8_t>(status_ | kStatusNeedsReset);
         failure_ = error.message;
     }
+    // Say why, but a guest can break the device after every reset: a few lines only.
+    constexpr unsigned kMaxReports = 5;
+    unsigned n = failures_reported_.fetch_add(1, std::memory_order_relaxed);
+    if (n < kMaxReports)
+        std::fprintf(stderr, "popek: virtio %s: the guest broke the device (%s); it needs a reset%s\n",
+                     device_->id().c_str(), error.message.c_str(),
+                     n + 1 == kMaxReports ? "; further reports for this device are suppressed" : "");
     signal_config();
 }
 
