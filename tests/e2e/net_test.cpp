@@ -206,7 +206,8 @@ TEST(NetE2E, TapEchoSendsFramesBack) {
         ASSERT_TRUE(sent.ok() && sent->has_value()) << (sent.ok() ? "would block" : sent.error().message);
     }
     int echoed = 0;
-    for (auto end = std::chrono::steady_clock::now() + 10s; echoed < kFrames && std::chrono::steady_clock::now() < end;) {
+    const auto end = std::chrono::steady_clock::now() + 10s;
+    while (echoed < kFrames && std::chrono::steady_clock::now() < end) {
         pollfd p{(*tap)->fd(), POLLIN, 0};
         if (::poll(&p, 1, 100) != 1) continue;
         uint8_t hdr[net::kVnetHdrSize];

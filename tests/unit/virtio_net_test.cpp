@@ -142,7 +142,8 @@ protected:
     }
     uint16_t used_idx(uint16_t q) { return get<uint16_t>(kRings[q].used + 2); }
     std::pair<uint32_t, uint32_t> used(uint16_t q, uint16_t n) {
-        return {get<uint32_t>(kRings[q].used + 4 + 8ull * (n % kSize)), get<uint32_t>(kRings[q].used + 8 + 8ull * (n % kSize))};
+        const uint64_t elem = kRings[q].used + 4 + 8ull * (n % kSize);
+        return {get<uint32_t>(elem), get<uint32_t>(elem + 4)};
     }
     // One receive buffer of `len` bytes in descriptor i.
     void add_rx(uint16_t i, uint32_t len) {
@@ -160,7 +161,9 @@ protected:
         EXPECT_TRUE(mem_->read(gpa, b).ok());
         return b;
     }
-    void peer_send(const Bytes& b) { ASSERT_EQ(::send(peer_.get(), b.data(), b.size(), 0), static_cast<ssize_t>(b.size())); }
+    void peer_send(const Bytes& b) {
+        ASSERT_EQ(::send(peer_.get(), b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
+    }
     // The next datagram the device sent, or empty after `wait`.
     Bytes peer_recv(std::chrono::milliseconds wait = 0ms) {
         pollfd p{peer_.get(), POLLIN, 0};

@@ -59,8 +59,6 @@ unsigned rx_offloads(uint64_t f) {
 
 }  // namespace
 
-std::array<uint8_t, 6> default_mac(uint8_t index) { return {0x02, 0x50, 0x4f, 0x50, 0x4b, index}; }
-
 NetDevice::NetDevice(std::string id, std::unique_ptr<NetBackend> backend, State state)
     : id_(std::move(id)),
       backend_(std::move(backend)),

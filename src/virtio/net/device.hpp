@@ -141,8 +141,4 @@ private:
     std::string last_drop_;
 };
 
-// A locally administered unicast MAC for the index-th NIC without one
-// (02:50:4f:50:4b:index: "POPK").
-std::array<uint8_t, 6> default_mac(uint8_t index);
-
 }  // namespace popek::virtio::net
