@@ -34,13 +34,6 @@ ProcessResult boot(const std::string& kernel, const std::string& cmdline, uint32
     return run_process(argv, 120s);
 }
 
-// The line that starts with `prefix`, or "" if none.
-std::string line_starting(const std::string& text, const std::string& prefix) {
-    for (const auto& l : lines(text))
-        if (l.rfind(prefix, 0) == 0) return l;
-    return "";
-}
-
 std::string checksum_of(const std::string& out) {
     std::smatch m;
     const std::string line = line_starting(out, "PROBE-DONE compute");

@@ -156,12 +156,6 @@ std::optional<uint64_t> field(const std::string& text, const std::string& key) {
     return std::stoull(m[1].str());
 }
 
-std::string line_starting(const std::string& text, const std::string& prefix) {
-    for (const auto& l : lines(text))
-        if (l.rfind(prefix, 0) == 0) return l;
-    return "";
-}
-
 // Opens ptap0 from inside the namespace (setns moves only this thread).
 base::Result<std::unique_ptr<net::Tap>> open_tap_in(const Netns& ns) {
     base::Result<std::unique_ptr<net::Tap>> result = base::Error{"not run"};

@@ -82,4 +82,10 @@ std::vector<std::string> lines(const std::string& text) {
     return out;
 }
 
+std::string line_starting(const std::string& text, const std::string& prefix) {
+    for (const auto& l : lines(text))
+        if (l.rfind(prefix, 0) == 0) return l;
+    return "";
+}
+
 }  // namespace popek::test

@@ -23,4 +23,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::mil
 // Lines of `text` (without the newline characters).
 std::vector<std::string> lines(const std::string& text);
 
+// The first line of `text` starting with `prefix`, or "" if none.
+std::string line_starting(const std::string& text, const std::string& prefix);
+
 }  // namespace popek::test

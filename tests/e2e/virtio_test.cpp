@@ -16,12 +16,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string line_starting(const std::string& text, const std::string& prefix) {
-    for (const auto& l : lines(text))
-        if (l.rfind(prefix, 0) == 0) return l;
-    return "";
-}
-
 ProcessResult probe(const std::string& cmdline, std::vector<std::string> extra) {
     std::vector<std::string> argv{POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", cmdline, "--memory", "128M"};
     argv.insert(argv.end(), extra.begin(), extra.end());
