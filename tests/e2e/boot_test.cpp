@@ -47,7 +47,7 @@ TEST_P(ProbeSmp, AllCpusCheckIn) {
             << "cpu " << id << "\n" << r.out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Boot, ProbeSmp, ::testing::Values(1u, 2u, 4u),
+INSTANTIATE_TEST_SUITE_P(Boot, ProbeSmp, ::testing::Values(1u, 2u, 4u, 32u),
                          [](const auto& p) { return std::to_string(p.param) + "cpus"; });
 
 TEST(Boot, ExitsWorkloadCountsItsExits) {
