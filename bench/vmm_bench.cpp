@@ -240,8 +240,8 @@ int main(int argc, char** argv) {
     };
     if (!o.disk.empty()) {
         if (!rate("virtio-blk 4 KiB random read (IOPS)", "blk-bench randread4k 20000", Devices::Disk, 20000, {}) ||
-            !rate("virtio-blk 1 MiB sequential read (MiB/s)", "blk-bench seqread1m 512", Devices::Disk, 512, {}) ||
-            !rate("virtio-blk 1 MiB sequential write (MiB/s)", "blk-bench seqwrite1m 512", Devices::Disk, 512, {}))
+            !rate("virtio-blk 1 MiB sequential read (MiB/s)", "blk-bench seqread1m 2048", Devices::Disk, 2048, {}) ||
+            !rate("virtio-blk 1 MiB sequential write (MiB/s)", "blk-bench seqwrite1m 2048", Devices::Disk, 2048, {}))
             return 1;
     }
     if (!o.netns.empty()) {
