@@ -1,5 +1,6 @@
-/* Probe guest: finding ACPI tables (RSDP from hvm_start_info or the BIOS
- * area, then RSDT/XSDT). Ring 3: the tables are plain memory. */
+/* Probe guest: what the VMM describes to it: ACPI tables (RSDP from
+ * hvm_start_info or the BIOS area, then RSDT/XSDT) and the memory map.
+ * Ring 3: all of it is plain memory. */
 #include "probe.h"
 
 
@@ -50,3 +51,28 @@ const struct acpi_header *acpi_find(const char *signature) {
 
 const struct acpi_header *acpi_lookup(const char *signature) { return lookup(signature, false); }
 
+
+/* The memory map lives in hvm_start_info (filled from boot_params on the
+ * bzImage path). */
+bool have_memmap(void) {
+    const struct hvm_start_info *si = g_start_info;
+    return si->version >= 1 && si->memmap_paddr && si->memmap_entries;
+}
+
+/* [base, end) is RAM in the memory map, possibly over adjacent entries. */
+bool memmap_covers(u64 base, u64 end) {
+    const struct hvm_start_info *si = g_start_info;
+    const struct hvm_memmap_entry *map = (const struct hvm_memmap_entry *)si->memmap_paddr;
+    u64 cur = base;
+    bool progress = true;
+    while (cur < end && progress) {
+        progress = false;
+        for (u32 i = 0; i < si->memmap_entries; i++) {
+            if (map[i].type == 1 && map[i].addr <= cur && cur < map[i].addr + map[i].size) {
+                cur = map[i].addr + map[i].size;
+                progress = true;
+            }
+        }
+    }
+    return cur >= end;
+}

@@ -127,6 +127,8 @@ struct acpi_header {
 } __attribute__((packed));
 /* The table with `signature` (e.g. "APIC", "FACP"); probe_error if absent. */
 const struct acpi_header *acpi_find(const char *signature);
+bool have_memmap(void);                 /* hvm_start_info carries a memory map */
+bool memmap_covers(u64 base, u64 end);  /* [base, end) is RAM in it */
 /* The same, but NULL when the table (or ACPI itself) is absent. */
 const struct acpi_header *acpi_lookup(const char *signature);
 void workload_pio_read(u64 n);

@@ -50,23 +50,7 @@ static u64 dma_next;
 /* [base, end) is RAM in the PVH memory map (adjacent entries are fine).
  * Without a memory map (the bzImage's 16-bit protocol under QEMU passes
  * none) the region is taken on trust. */
-static bool dma_region_ok(u64 base, u64 end) {
-    const struct hvm_start_info *si = g_start_info;
-    if (si->version < 1 || !si->memmap_paddr || !si->memmap_entries) return true;
-    const struct hvm_memmap_entry *map = (const struct hvm_memmap_entry *)si->memmap_paddr;
-    u64 cur = base;
-    bool progress = true;
-    while (cur < end && progress) {
-        progress = false;
-        for (u32 i = 0; i < si->memmap_entries; i++) {
-            if (map[i].type == 1 && map[i].addr <= cur && cur < map[i].addr + map[i].size) {
-                cur = map[i].addr + map[i].size;
-                progress = true;
-            }
-        }
-    }
-    return cur >= end;
-}
+static bool dma_region_ok(u64 base, u64 end) { return !have_memmap() || memmap_covers(base, end); }
 
 void *dma_alloc_raw(u64 size, u64 align) {
     if (!dma_next) {

@@ -16,21 +16,8 @@ void workload_exits(u64 n) {
 /* True if [base, end) is RAM according to the PVH memory map (possibly
  * spread over adjacent entries). */
 static bool is_ram(u64 base, u64 end) {
-    const struct hvm_start_info *si = g_start_info;
-    if (si->version < 1 || !si->memmap_paddr || !si->memmap_entries) probe_error("no memory map in hvm_start_info", NULL);
-    const struct hvm_memmap_entry *map = (const struct hvm_memmap_entry *)si->memmap_paddr;
-    u64 cur = base;
-    bool progress = true;
-    while (cur < end && progress) {
-        progress = false;
-        for (u32 i = 0; i < si->memmap_entries; i++) {
-            if (map[i].type == 1 && map[i].addr <= cur && cur < map[i].addr + map[i].size) {
-                cur = map[i].addr + map[i].size;
-                progress = true;
-            }
-        }
-    }
-    return cur >= end;
+    if (!have_memmap()) probe_error("no memory map in hvm_start_info", NULL);
+    return memmap_covers(base, end);
 }
 
 void workload_dirty(u64 mib) {

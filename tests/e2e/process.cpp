@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
 #include <sstream>
 
 extern char** environ;
@@ -86,6 +87,29 @@ std::string line_starting(const std::string& text, const std::string& prefix) {
     for (const auto& l : lines(text))
         if (l.rfind(prefix, 0) == 0) return l;
     return "";
+}
+
+TempImage::TempImage(uint64_t size, const std::string& name) {
+    char tmpl[] = "/tmp/popek-e2e-XXXXXX";
+    const char* dir = ::mkdtemp(tmpl);
+    path_ = std::string(dir != nullptr ? dir : "/tmp") + "/" + name;
+    int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        if (::ftruncate(fd, static_cast<off_t>(size)) != 0) path_.clear();
+        ::close(fd);
+    }
+}
+
+TempImage::~TempImage() {
+    ::unlink(path_.c_str());
+    ::rmdir(path_.substr(0, path_.rfind('/')).c_str());
+}
+
+std::string TempImage::contents() const {
+    std::ifstream f(path_, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
 }
 
 }  // namespace popek::test

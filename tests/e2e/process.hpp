@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -25,5 +26,20 @@ std::vector<std::string> lines(const std::string& text);
 
 // The first line of `text` starting with `prefix`, or "" if none.
 std::string line_starting(const std::string& text, const std::string& prefix);
+
+// A sparse file of `size` bytes in the test's temp dir, removed at scope end:
+// the raw disk images the virtio tests hand to popek.
+class TempImage {
+public:
+    explicit TempImage(uint64_t size, const std::string& name = "disk.img");
+    ~TempImage();
+    TempImage(const TempImage&) = delete;
+    TempImage& operator=(const TempImage&) = delete;
+    [[nodiscard]] const std::string& path() const { return path_; }
+    [[nodiscard]] std::string contents() const;
+
+private:
+    std::string path_;
+};
 
 }  // namespace popek::test

@@ -43,29 +43,6 @@ bool sanitizer_report(const std::string& err) {
     return false;
 }
 
-class TempImage {
-public:
-    TempImage(uint64_t size, const std::string& name)
-        : path_(std::string(::testing::TempDir()) + "popek-hostile-" + std::to_string(::getpid()) + "-" + name) {
-        int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
-        EXPECT_GE(fd, 0);
-        EXPECT_EQ(::ftruncate(fd, static_cast<off_t>(size)), 0);
-        ::close(fd);
-    }
-    ~TempImage() { ::unlink(path_.c_str()); }
-    TempImage(const TempImage&) = delete;
-    TempImage& operator=(const TempImage&) = delete;
-    [[nodiscard]] const std::string& path() const { return path_; }
-    [[nodiscard]] std::string contents() const {
-        std::ifstream f(path_, std::ios::binary);
-        std::stringstream ss;
-        ss << f.rdbuf();
-        return ss.str();
-    }
-
-private:
-    std::string path_;
-};
 
 // The probe's test pattern: byte i (0-511) of sector s (guest/probe/virtio_blk.h).
 uint8_t pattern(uint64_t sector, uint64_t i) {

@@ -22,27 +22,6 @@ ProcessResult probe(const std::string& cmdline, std::vector<std::string> extra) 
     return run_process(argv, 120s);
 }
 
-class TempImage {
-public:
-    explicit TempImage(uint64_t size, const std::string& name = "disk.img")
-        : path_(std::string(::testing::TempDir()) + "popek-virtio-" + std::to_string(::getpid()) + "-" + name) {
-        int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
-        EXPECT_GE(fd, 0);
-        EXPECT_EQ(::ftruncate(fd, static_cast<off_t>(size)), 0);
-        ::close(fd);
-    }
-    ~TempImage() { ::unlink(path_.c_str()); }
-    [[nodiscard]] const std::string& path() const { return path_; }
-    [[nodiscard]] std::string contents() const {
-        std::ifstream f(path_, std::ios::binary);
-        std::stringstream ss;
-        ss << f.rdbuf();
-        return ss.str();
-    }
-
-private:
-    std::string path_;
-};
 
 uint64_t fnv1a(const uint8_t* p, size_t n) {
     uint64_t h = 0xcbf29ce484222325ull;
