@@ -14,6 +14,7 @@
 // byte, and anything it accepts must respect every limit and point only into
 // RAM. (Buffers may alias each other, the status byte included: a guest may
 // do that to itself, so it is not checked.)
+#include "fuzz_common.hpp"
 #include <sys/uio.h>
 
 #include <cstdint>
@@ -31,39 +32,17 @@ using popek::virtio::Buffer;
 using popek::virtio::DescriptorChain;
 namespace blk = popek::virtio::blk;
 
+using popek::fuzz::check;
+using popek::fuzz::Input;
+
 namespace {
 
 constexpr uint64_t kRegionSize = 16 << 10, kHighBase = 32 << 10;
 
-void check(bool ok) {
-    if (!ok) std::abort();
-}
-
 const GuestMemory& guest_memory() {
-    static const GuestMemory mem = [] {
-        const RamRange ranges[] = {{0, kRegionSize}, {kHighBase, kRegionSize}};
-        auto m = GuestMemory::create(ranges);
-        check(m.ok());
-        return std::move(m).value();
-    }();
+    static const GuestMemory mem = popek::fuzz::guest_memory_with_hole(kRegionSize, kHighBase, kRegionSize);
     return mem;
 }
-
-class Input {
-public:
-    Input(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-    uint8_t u8() { return pos_ < size_ ? data_[pos_++] : 0; }
-    uint16_t u16() {
-        const uint8_t lo = u8();
-        return static_cast<uint16_t>(lo | (u8() << 8));
-    }
-    [[nodiscard]] std::span<const uint8_t> rest() const { return {data_ + pos_, size_ - std::min(pos_, size_)}; }
-
-private:
-    const uint8_t* data_;
-    size_t size_;
-    size_t pos_ = 0;
-};
 
 Buffer make_buffer(Input& in) {
     const uint64_t base = (in.u8() & 1) != 0 ? kHighBase : 0;

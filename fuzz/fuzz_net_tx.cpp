@@ -18,6 +18,7 @@
 // accepted requests obey every rule parse_tx_request promises, iovecs stay
 // inside guest RAM, the device sends only well-formed frames, and a frame
 // it receives is reported with at most the length of its chain.
+#include "fuzz_common.hpp"
 #include <sys/eventfd.h>
 
 #include <cstdint>
@@ -38,22 +39,15 @@ namespace vnet = popek::virtio::net;
 using popek::memory::GuestMemory;
 using popek::virtio::SplitQueue;
 
+using popek::fuzz::check;
+
 namespace {
 
 constexpr uint64_t kLowSize = 8 << 10, kHighBase = 12 << 10, kHighSize = 4 << 10;
 constexpr uint64_t kTxRings[3] = {0x0, 0x100, 0x200}, kRxRings[3] = {0x300, 0x400, 0x480};
 
-void check(bool ok) {
-    if (!ok) std::abort();
-}
-
 const GuestMemory& guest_memory() {
-    static const GuestMemory mem = [] {
-        const popek::memory::RamRange ranges[] = {{0, kLowSize}, {kHighBase, kHighSize}};
-        auto m = GuestMemory::create(ranges);
-        check(m.ok());
-        return std::move(m).value();
-    }();
+    static const GuestMemory mem = popek::fuzz::guest_memory_with_hole(kLowSize, kHighBase, kHighSize);
     return mem;
 }
 

@@ -12,6 +12,7 @@
 // above 12 KiB are not RAM (fuzz_virtqueue.options lets inputs fill both). Whatever the input, the queue must return values
 // or errors, every buffer it hands out must lie in RAM, and an error must
 // leave the queue broken until reset.
+#include "fuzz_common.hpp"
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -27,42 +28,17 @@ using popek::memory::RamRange;
 using popek::virtio::DescriptorChain;
 using popek::virtio::SplitQueue;
 
+using popek::fuzz::check;
+using popek::fuzz::Input;
+
 namespace {
 
 constexpr uint64_t kLowSize = 4 << 10, kHighBase = 8 << 10, kHighSize = 4 << 10;
 
-// A broken invariant is a bug in the queue: crash so libFuzzer keeps the input.
-void check(bool ok) {
-    if (!ok) std::abort();
-}
-
 const GuestMemory& guest_memory() {
-    // One mapping for the whole run: creating a memfd per input would cost
-    // more than the queue code under test.
-    static const GuestMemory mem = [] {
-        const RamRange ranges[] = {{0, kLowSize}, {kHighBase, kHighSize}};
-        auto m = GuestMemory::create(ranges);
-        check(m.ok());
-        return std::move(m).value();
-    }();
+    static const GuestMemory mem = popek::fuzz::guest_memory_with_hole(kLowSize, kHighBase, kHighSize);
     return mem;
 }
-
-class Input {
-public:
-    Input(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-    uint8_t u8() { return pos_ < size_ ? data_[pos_++] : 0; }
-    uint16_t u16() {
-        const uint8_t lo = u8();
-        return static_cast<uint16_t>(lo | (u8() << 8));
-    }
-    std::span<const uint8_t> rest() const { return {data_ + pos_, size_ - std::min(pos_, size_)}; }
-
-private:
-    const uint8_t* data_;
-    size_t size_;
-    size_t pos_ = 0;
-};
 
 void fill_memory(const GuestMemory& mem, std::span<const uint8_t> bytes) {
     for (const auto& r : mem.regions()) {
