@@ -65,6 +65,12 @@ public:
     // oldest first, as Io exits. Call after every run() before handling its exit,
     // so the guest's writes reach devices in order.
     virtual void drain_batched_writes(const std::function<void(const VcpuExit&)>& sink) = 0;
+
+    // The vCPU's whole state (snapshots, migration). Call on the vCPU's own
+    // thread while it is not running. restore_state() on a fresh vCPU of a VM
+    // with the same configuration makes it continue where save_state() was.
+    virtual base::Result<VcpuState> save_state() = 0;
+    virtual base::Result<void> restore_state(const VcpuState&) = 0;
 };
 
 struct VmOptions {
@@ -96,6 +102,11 @@ public:
     virtual base::Result<void> set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) = 0;
     virtual base::Result<void> add_irqfd(int eventfd, uint32_t gsi) = 0;
     virtual base::Result<void> remove_irqfd(int eventfd, uint32_t gsi) = 0;
+
+    // Interrupt controllers, PIT and clock (snapshots, migration); call with
+    // every vCPU paused. Restore before restoring the vCPUs' states.
+    virtual base::Result<VmState> save_state() = 0;
+    virtual base::Result<void> restore_state(const VmState&) = 0;
 };
 
 class Hypervisor {

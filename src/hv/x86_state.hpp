@@ -4,6 +4,8 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace popek::hv {
@@ -47,6 +49,46 @@ struct CpuidEntry {
 struct MsrEntry {
     uint32_t index;
     uint64_t value;
+};
+
+struct DebugRegs {
+    std::array<uint64_t, 4> db;  // DR0-DR3
+    uint64_t dr6, dr7;
+};
+
+// Exceptions, interrupts and NMIs the vCPU has accepted but not yet delivered
+// (the x86 event-injection state that must survive a snapshot).
+struct VcpuEvents {
+    uint8_t exception_injected, exception_nr, exception_has_error_code;
+    uint32_t exception_error_code;
+    uint8_t interrupt_injected, interrupt_nr, interrupt_soft, interrupt_shadow;
+    uint8_t nmi_injected, nmi_pending, nmi_masked;
+    uint32_t sipi_vector;
+};
+
+// Everything a vCPU is, for snapshots and migration. Layouts that the
+// architecture defines travel as bytes: `xsave` is the XSAVE area (legacy
+// region, header, extended components at their CPUID offsets) and `lapic`
+// the 1 KiB local-APIC register page.
+struct VcpuState {
+    Regs regs{};
+    Sregs sregs{};
+    std::vector<MsrEntry> msrs;           // every MSR the backend saves, TSC included
+    std::vector<uint8_t> xsave;
+    std::vector<MsrEntry> xcrs;           // extended control registers (XCR0): index, value
+    std::vector<uint8_t> lapic;
+    VcpuEvents events{};
+    DebugRegs debug{};
+    uint32_t mp_state = 0;                // 0 runnable, 1 uninitialized, 2 INIT received, 3 halted, 4 SIPI received
+};
+
+// The platform state a backend keeps outside the vCPUs: interrupt
+// controllers, PIT and the VM clock. Backend-defined bytes tagged with the
+// backend's name; a backend refuses state that another one saved.
+struct VmState {
+    std::string backend;  // Hypervisor::name() of the saver
+    std::vector<std::pair<std::string, std::vector<uint8_t>>> blobs;  // e.g. "pic-master", "ioapic", "pit"
+    uint64_t clock_ns = 0;  // guest clock (kvmclock) at save time
 };
 
 }  // namespace popek::hv

@@ -227,6 +227,11 @@ public:
     base::Result<void> reset_fpu() override { return {}; }
     base::Result<void> setup_lapic_lints() override { return {}; }
 
+    base::Result<hv::VcpuState> save_state() override { return state_; }
+    base::Result<void> restore_state(const hv::VcpuState& s) override {
+        state_ = s;
+        return {};
+    }
     void drain_batched_writes(const std::function<void(const hv::VcpuExit&)>& sink) override {
         for (auto& b : batched_) {
             hv::VcpuExit e = b.exit;
@@ -254,6 +259,7 @@ private:
     Step current_;
     bool pending_read_ = false;
     std::vector<Step> batched_;
+    hv::VcpuState state_;
 };
 
 // A device that logs accesses (from the vCPU thread) for the test to read.

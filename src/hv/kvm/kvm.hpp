@@ -93,6 +93,8 @@ public:
     base::Result<void> set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) override;
     base::Result<void> add_irqfd(int eventfd, uint32_t gsi) override;
     base::Result<void> remove_irqfd(int eventfd, uint32_t gsi) override;
+    base::Result<VmState> save_state() override;
+    base::Result<void> restore_state(const VmState&) override;
 
 private:
     base::Result<void> ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio, bool remove);
@@ -130,6 +132,8 @@ public:
     base::Result<void> reset_fpu() override;
     base::Result<void> setup_lapic_lints() override;
     void drain_batched_writes(const std::function<void(const VcpuExit&)>& sink) override;
+    base::Result<VcpuState> save_state() override;
+    base::Result<void> restore_state(const VcpuState&) override;
 
 private:
     uint32_t index_;
