@@ -78,6 +78,10 @@ void workload_compute(u64 n) {
      * serial chain of loads and multiplies (no vectorization, same result
      * everywhere). */
     u64 h = n;
+    /* The guest's clock across the run: a snapshot/restore or a migration
+     * in the middle must never make it go backwards; the largest gap
+     * between two rounds is the pause the guest saw. */
+    u64 prev = rdtsc(), max_gap = 0, backwards = 0;
     for (u64 r = 0; r < n; r++) {
         for (u32 k = 0; k < COMPUTE_STEPS; k++) {
             u32 idx = (u32)(h ^ (h >> 23)) & (COMPUTE_WORDS - 1);
@@ -86,11 +90,20 @@ void workload_compute(u64 n) {
             h ^= h >> 29;
             compute_buf[idx] = v + h;
         }
+        u64 now = rdtsc();
+        if (now < prev) backwards++;
+        else if (now - prev > max_gap) max_gap = now - prev;
+        prev = now;
     }
 
     u64 sum = h;
     for (u32 i = 0; i < COMPUTE_WORDS; i++) sum = mix(sum ^ compute_buf[i]);
 
+    put_str("PROBE-CLOCK backwards=");
+    put_dec(backwards);
+    put_str(" max_gap_cycles=");
+    put_dec(max_gap);
+    put_char('\n');
     put_str("PROBE-DONE compute ");
     put_dec(n);
     put_str(" checksum=");

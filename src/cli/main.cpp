@@ -31,13 +31,11 @@ int exit_status(const devices::GuestExit& e) {
     return 1;
 }
 
-int run_vm(const vmm::VmConfig& cfg) {
-    auto machine = vmm::Machine::create(cfg);
-    if (!machine) return fail(machine.error().message);
-    if (cfg.print_devices) std::fprintf(stderr, "%s", (*machine)->describe_devices().c_str());
-    if (!(*machine)->console().pty_path.empty())
-        std::fprintf(stderr, "popek: serial console on %s\n", (*machine)->console().pty_path.c_str());
-    auto result = (*machine)->run();
+// Runs a built machine to its end and maps how the guest ended to an exit status.
+int run_machine(vmm::Machine& machine) {
+    if (!machine.console().pty_path.empty())
+        std::fprintf(stderr, "popek: serial console on %s\n", machine.console().pty_path.c_str());
+    auto result = machine.run();
     if (!result) {
         std::fprintf(stderr, "popek: %s\n", result.error().message.c_str());
         return 1;
@@ -53,6 +51,19 @@ int run_vm(const vmm::VmConfig& cfg) {
         case devices::GuestExitKind::Terminated: std::fprintf(stderr, "popek: %s\n", e.detail.c_str()); break;
     }
     return exit_status(e);
+}
+
+int run_vm(const vmm::VmConfig& cfg) {
+    auto machine = vmm::Machine::create(cfg);
+    if (!machine) return fail(machine.error().message);
+    if (cfg.print_devices) std::fprintf(stderr, "%s", (*machine)->describe_devices().c_str());
+    return run_machine(**machine);
+}
+
+int restore_vm(const vmm::RestoreOptions& options) {
+    auto machine = vmm::Machine::restore(options);
+    if (!machine) return fail(machine.error().message);
+    return run_machine(**machine);
 }
 
 }  // namespace
@@ -84,9 +95,16 @@ int main(int argc, char** argv) {
         ->default_val("serial");
     run->add_flag("--print-devices", cfg.print_devices, "Print the PCI devices (lspci style) to stderr before booting");
 
+    vmm::RestoreOptions restore_opts;
+    auto* restore = app.add_subcommand("restore", "Continue a VM from a snapshot directory");
+    restore->add_option("--snapshot", restore_opts.dir, "Snapshot directory (from `popek ctl snapshot DIR`)")->required();
+    restore->add_flag("--eager", restore_opts.eager,
+                      "Read all guest memory before running (default: map it copy-on-write, load on first touch)");
+    restore->add_option("--serial", restore_opts.serial, "Serial console: stdio, file:PATH, pty or none (default: as saved)");
+
     const std::string first = argc > 1 ? argv[1] : "";
-    if (!first.empty() && first[0] != '-' && first != "run" && first != "version")
-        return fail(std::string("unknown command '") + argv[1] + "' (expected run or version; see popek --help)");
+    if (!first.empty() && first[0] != '-' && first != "run" && first != "version" && first != "restore")
+        return fail(std::string("unknown command '") + argv[1] + "' (expected run, restore or version; see popek --help)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -103,6 +121,7 @@ int main(int argc, char** argv) {
         std::printf("popek %s\n", POPEK_VERSION);
         return 0;
     }
+    if (restore->parsed()) return restore_vm(restore_opts);
     auto bytes = base::parse_size(memory);
     if (!bytes) return fail("--memory " + memory + ": expected a size like 256M or 2G");
     cfg.memory_bytes = *bytes;

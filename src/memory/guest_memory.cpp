@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,7 +16,9 @@ namespace popek::memory {
 using base::Error;
 using base::Result;
 
-Result<GuestMemory> GuestMemory::create(std::span<const RamRange> ranges) {
+namespace {
+
+Result<uint64_t> total_size(std::span<const RamRange> ranges) {
     const uint64_t page = 4096;
     uint64_t total = 0;
     uint64_t prev_end = 0;
@@ -27,26 +30,48 @@ Result<GuestMemory> GuestMemory::create(std::span<const RamRange> ranges) {
         total += r.size;
     }
     if (total == 0) return Error{"guest memory: no RAM"};
+    return total;
+}
 
+}  // namespace
+
+Result<GuestMemory> GuestMemory::map_fd(std::span<const RamRange> ranges, uint64_t total, int flags) {
+    auto map = base::MmapRegion::map(total, PROT_READ | PROT_WRITE, flags | MAP_NORESERVE, fd_.get(), 0, "guest RAM");
+    if (!map) return map.error();
+    mapping_ = std::move(map).value();
+    // Guest RAM is not worth dumping with the VMM and must not be inherited.
+    ::madvise(mapping_.data(), total, MADV_DONTDUMP);
+    ::madvise(mapping_.data(), total, MADV_DONTFORK);
+
+    uint64_t off = 0;
+    for (const auto& r : ranges) {
+        regions_.push_back(Region{r.gpa, r.size, mapping_.data() + off, off});
+        off += r.size;
+    }
+    return std::move(*this);
+}
+
+Result<GuestMemory> GuestMemory::create(std::span<const RamRange> ranges) {
+    POPEK_ASSIGN_OR_RETURN(uint64_t total, total_size(ranges));
     GuestMemory mem;
     mem.fd_ = base::UniqueFd(::memfd_create("popek-guest-ram", MFD_CLOEXEC));
     if (!mem.fd_.valid()) return Error::from_errno("memfd_create for guest RAM");
     if (::ftruncate(mem.fd_.get(), static_cast<off_t>(total)) != 0)
         return Error::from_errno("sizing guest RAM memfd to " + std::to_string(total) + " bytes");
-    auto map = base::MmapRegion::map(total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-                                     mem.fd_.get(), 0, "guest RAM");
-    if (!map) return map.error();
-    mem.mapping_ = std::move(map).value();
-    // Guest RAM is not worth dumping with the VMM and must not be inherited.
-    ::madvise(mem.mapping_.data(), total, MADV_DONTDUMP);
-    ::madvise(mem.mapping_.data(), total, MADV_DONTFORK);
+    return mem.map_fd(ranges, total, MAP_SHARED);
+}
 
-    uint64_t off = 0;
-    for (const auto& r : ranges) {
-        mem.regions_.push_back(Region{r.gpa, r.size, mem.mapping_.data() + off, off});
-        off += r.size;
-    }
-    return mem;
+Result<GuestMemory> GuestMemory::map_private_file(std::span<const RamRange> ranges, base::UniqueFd file) {
+    POPEK_ASSIGN_OR_RETURN(uint64_t total, total_size(ranges));
+    struct stat st{};
+    if (::fstat(file.get(), &st) != 0) return Error::from_errno("guest memory file: fstat");
+    if (static_cast<uint64_t>(st.st_size) != total)
+        return Error{"guest memory file holds " + std::to_string(st.st_size) + " bytes, the VM has " +
+                     std::to_string(total)};
+    GuestMemory mem;
+    mem.fd_ = std::move(file);
+    mem.private_file_ = true;
+    return mem.map_fd(ranges, total, MAP_PRIVATE);
 }
 
 uint8_t* GuestMemory::host_ptr(uint64_t gpa, uint64_t len) const {
@@ -85,7 +110,9 @@ Result<void> GuestMemory::zero(uint64_t gpa, uint64_t len) const {
     uint64_t head = std::min(len, base::align_up(gpa, page) - gpa);
     uint64_t body = base::align_down(len - head, page);
     std::memset(p, 0, head);
-    if (body != 0) {
+    if (body != 0 && private_file_) {
+        std::memset(p + head, 0, body);  // a hole would show the file's bytes again
+    } else if (body != 0) {
         auto off = static_cast<off_t>(static_cast<uint64_t>(p + head - mapping_.data()));
         if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, static_cast<off_t>(body)) != 0)
             std::memset(p + head, 0, body);  // the fallback is slower, never wrong

@@ -34,10 +34,17 @@ public:
     // Creates a memfd of the total size and maps it; ranges must be page
     // aligned, sorted and non-overlapping.
     static base::Result<GuestMemory> create(std::span<const RamRange> ranges);
+    // Guest RAM as a copy-on-write (MAP_PRIVATE) mapping of `file`, laid out
+    // as create() lays out its memfd (regions back to back from offset 0):
+    // pages are read from the file when the guest first touches them and
+    // the guest's writes never reach the file (lazy snapshot restore).
+    static base::Result<GuestMemory> map_private_file(std::span<const RamRange> ranges, base::UniqueFd file);
 
     [[nodiscard]] std::span<const Region> regions() const { return regions_; }
     [[nodiscard]] uint64_t ram_size() const { return mapping_.size(); }
-    [[nodiscard]] int memfd() const { return fd_.get(); }
+    // The file behind guest RAM: the memfd, or the file of map_private_file().
+    [[nodiscard]] int fd() const { return fd_.get(); }
+    [[nodiscard]] bool private_file() const { return private_file_; }
 
     // Host pointer for [gpa, gpa+len) if it lies wholly inside one region, else nullptr.
     [[nodiscard]] uint8_t* host_ptr(uint64_t gpa, uint64_t len) const;
@@ -55,9 +62,12 @@ public:
     }
 
 private:
+    base::Result<GuestMemory> map_fd(std::span<const RamRange> ranges, uint64_t total, int flags);
+
     base::UniqueFd fd_;
     base::MmapRegion mapping_;
     std::vector<Region> regions_;
+    bool private_file_ = false;  // fd_ is a file shared with others: never punch holes in it
 };
 
 }  // namespace popek::memory

@@ -69,6 +69,12 @@ public:
     // the loop; afterwards the device is as after construction.
     virtual void reset() = 0;
 
+    // The VM is pausing (snapshot, migration): finish or hand back every
+    // request in flight and stop touching guest memory until resume(). Both
+    // run on the device thread while the device is active.
+    virtual void pause() {}
+    virtual void resume() {}
+
     [[nodiscard]] virtual DeviceMetrics metrics() const = 0;
 };
 

@@ -24,7 +24,7 @@ namespace x86 = arch::x86;
 Result<std::unique_ptr<Machine>> Machine::create(const VmConfig& cfg) {
     POPEK_TRY(validate_config(cfg));
     std::unique_ptr<Machine> m(new Machine());
-    POPEK_TRY(m->build(cfg));
+    POPEK_TRY(m->build(cfg, nullptr));
     return m;
 }
 
@@ -33,14 +33,16 @@ Machine::~Machine() {
     if (events_) events_->stop();
 }
 
-Result<void> Machine::build(const VmConfig& cfg) {
+Result<void> Machine::build(const VmConfig& cfg, const LoadedSnapshot* snapshot) {
     cfg_ = cfg;
     // Read user files first: their errors are the likeliest and cheapest.
-    POPEK_ASSIGN_OR_RETURN(auto kernel, base::read_file(cfg.kernel_path, "kernel", cfg.memory_bytes));
-    if (kernel.empty()) return Error{"kernel '" + cfg.kernel_path + "' is empty"};
-    std::vector<uint8_t> initrd;
-    if (!cfg.initrd_path.empty()) {
-        POPEK_ASSIGN_OR_RETURN(initrd, base::read_file(cfg.initrd_path, "initrd", cfg.memory_bytes));
+    std::vector<uint8_t> kernel, initrd;
+    if (snapshot == nullptr) {
+        POPEK_ASSIGN_OR_RETURN(kernel, base::read_file(cfg.kernel_path, "kernel", cfg.memory_bytes));
+        if (kernel.empty()) return Error{"kernel '" + cfg.kernel_path + "' is empty"};
+        if (!cfg.initrd_path.empty()) {
+            POPEK_ASSIGN_OR_RETURN(initrd, base::read_file(cfg.initrd_path, "initrd", cfg.memory_bytes));
+        }
     }
 
     POPEK_ASSIGN_OR_RETURN(hv_, hv::open_kvm(cfg.kvm_device));
@@ -50,7 +52,15 @@ Result<void> Machine::build(const VmConfig& cfg) {
     POPEK_ASSIGN_OR_RETURN(vm_, hv_->create_vm(hv::VmOptions{cfg.cpus}));
 
     auto ranges = x86::ram_ranges(cfg.memory_bytes);
-    POPEK_ASSIGN_OR_RETURN(memory_, memory::GuestMemory::create(ranges));
+    if (snapshot == nullptr) {
+        POPEK_ASSIGN_OR_RETURN(memory_, memory::GuestMemory::create(ranges));
+    } else {
+        const std::string path = snapshot->dir + "/" + kMemoryFileName;
+        auto mem = snapshot->eager ? migration::load_memory_eager(ranges, path, snapshot->memory)
+                                   : migration::load_memory_lazy(ranges, path, snapshot->memory);
+        if (!mem) return mem.error();
+        memory_ = std::move(mem).value();
+    }
     // Registering RAM with the hypervisor takes milliseconds on some hosts
     // (~5 ms under KVM-PVM) and nothing below needs it until the vCPUs run,
     // so it overlaps with loading the kernel and building devices and vCPUs.
@@ -59,10 +69,13 @@ Result<void> Machine::build(const VmConfig& cfg) {
         for (const auto& r : memory_.regions()) POPEK_TRY(vm_->map_memory(slot++, r.gpa, r.size, r.host));
         return {};
     });
-    auto result = load_and_build(cfg, kernel, initrd);
+    auto result = snapshot == nullptr ? load_and_build(cfg, kernel, initrd) : restore_and_build(*snapshot);
     auto mapped_result = mapped.get();
     POPEK_TRY(result);
-    return mapped_result;
+    POPEK_TRY(mapped_result);
+    // vCPU state (kvmclock MSRs among it) may point into guest RAM: after mapping.
+    if (snapshot != nullptr) POPEK_TRY(restore_vcpu_states(*snapshot));
+    return {};
 }
 
 Result<void> Machine::load_and_build(const VmConfig& cfg, std::span<const uint8_t> kernel,
@@ -73,18 +86,27 @@ Result<void> Machine::load_and_build(const VmConfig& cfg, std::span<const uint8_
     if (!boot) return boot.error().context("kernel '" + cfg.kernel_path + "'");
 
     POPEK_ASSIGN_OR_RETURN(console_, open_console(cfg));
-    POPEK_TRY(build_devices());
+    POPEK_TRY(build_devices(nullptr));
 
     hv::Regs regs{};
     hv::Sregs sregs{};
     x86::boot_cpu_state(*boot, regs, sregs);
-    return build_vcpus(regs, sregs);
+    return build_vcpus(&regs, &sregs);
 }
 
-Result<void> Machine::build_devices() {
+// `saved`: the snapshot's device states (restore), or null (fresh boot).
+Result<void> Machine::build_devices(const SavedDevices* saved) {
     interrupts_ = std::make_unique<VmInterruptManager>(*vm_);
-    serial_ = std::make_unique<devices::Serial>(console_.out_fd, &interrupts_->legacy_line(x86::kIrqCom1));
-    i8042_ = std::make_unique<devices::I8042>(*this);
+    devices::IrqLine* com1_irq = &interrupts_->legacy_line(x86::kIrqCom1);
+    if (saved != nullptr) {
+        serial_ = std::make_unique<devices::Serial>(console_.out_fd, com1_irq, saved->com1);
+        i8042_ = std::make_unique<devices::I8042>(*this, saved->i8042);
+        post_code_ = std::make_unique<devices::PostCode>(saved->post_code);
+    } else {
+        serial_ = std::make_unique<devices::Serial>(console_.out_fd, com1_irq);
+        i8042_ = std::make_unique<devices::I8042>(*this);
+        post_code_ = std::make_unique<devices::PostCode>();
+    }
     debug_exit_ = std::make_unique<devices::DebugExit>(*this);
     acpi_power_ = std::make_unique<devices::AcpiPower>(*this, x86::kAcpiS5SleepType, x86::kAcpiSleepEnable);
 
@@ -92,11 +114,10 @@ Result<void> Machine::build_devices() {
     POPEK_TRY(pio_.insert(x86::kPortI8042Data, 5, i8042_.get(), "i8042"));
     POPEK_TRY(pio_.insert(x86::kPortDebugExit, 4, debug_exit_.get(), "debug-exit"));
     POPEK_TRY(pio_.insert(x86::kPortAcpiSleepControl, 2, acpi_power_.get(), "acpi-power"));
-    post_code_ = std::make_unique<devices::PostCode>();
     POPEK_TRY(pio_.insert(x86::kPortPostCode, 1, post_code_.get(), "post-code"));
     // Where the backend can batch them, POST-code writes stop costing a trip to user space.
     (void)vm_->batch_port_writes(x86::kPortPostCode, 1);
-    POPEK_TRY(build_pci());
+    POPEK_TRY(build_pci(saved));
 
     POPEK_ASSIGN_OR_RETURN(events_, base::EventLoop::create("popek-events"));
     if (console_.in_fd >= 0) {
@@ -114,7 +135,8 @@ Result<void> Machine::build_devices() {
     return {};
 }
 
-Result<void> Machine::build_vcpus(const hv::Regs& regs, const hv::Sregs& sregs) {
+// `regs`/`sregs`: the BSP's boot state; null when a snapshot's states follow.
+Result<void> Machine::build_vcpus(const hv::Regs* regs, const hv::Sregs* sregs) {
     POPEK_ASSIGN_OR_RETURN(auto supported, hv_->supported_cpuid());
     // MISC_ENABLE: fast strings; MTRRdefType: MTRRs on, write-back by default.
     const hv::MsrEntry msrs[] = {{0x1a0, 1}, {0x2ff, (1u << 11) | 6}};
@@ -125,9 +147,9 @@ Result<void> Machine::build_vcpus(const hv::Regs& regs, const hv::Sregs& sregs) 
         POPEK_TRY(vcpu->set_msrs(msrs));
         POPEK_TRY(vcpu->reset_fpu());
         POPEK_TRY(vcpu->setup_lapic_lints());
-        if (i == 0) {
-            POPEK_TRY(vcpu->set_sregs(sregs));
-            POPEK_TRY(vcpu->set_regs(regs));
+        if (i == 0 && regs != nullptr && sregs != nullptr) {
+            POPEK_TRY(vcpu->set_sregs(*sregs));
+            POPEK_TRY(vcpu->set_regs(*regs));
         }
         vcpus_.push_back(std::make_unique<VcpuThread>(std::move(vcpu), pio_, mmio_, *this));
     }
@@ -173,8 +195,13 @@ Result<devices::GuestExit> Machine::run() {
     }));
     events_->start();
     for (auto* v : virtio_) v->start();
-    for (auto& v : vcpus_) v->start();
-    for (auto& v : vcpus_) v->resume();
+    {
+        std::lock_guard lock(control_mu_);
+        for (auto& v : vcpus_) v->start();
+        for (auto& v : vcpus_) v->resume();
+        run_state_ = RunState::Running;
+        started_ = std::chrono::steady_clock::now();
+    }
 
     {
         std::unique_lock lock(exit_mu_);
@@ -188,6 +215,8 @@ Result<devices::GuestExit> Machine::run() {
             });
         }
     }
+    std::lock_guard lock(control_mu_);  // a command in progress finishes first
+    run_state_ = RunState::Stopping;
     stop_vcpus();
     events_->stop();
     return *exit_;

@@ -3,6 +3,7 @@
 // run() starts the vCPUs and returns how the guest ended.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -24,6 +25,8 @@
 #include "memory/guest_memory.hpp"
 #include "vmm/config.hpp"
 #include "vmm/console.hpp"
+#include "vmm/control.hpp"
+#include "vmm/snapshot.hpp"
 #include "vmm/interrupts.hpp"
 #include "virtio/pci/ioeventfd.hpp"
 #include "virtio/pci/virtio_pci.hpp"
@@ -31,11 +34,20 @@
 
 namespace popek::vmm {
 
-class Machine final : public devices::ExitHandler {
+// What the VM is doing, as the control API reports it.
+enum class RunState { Created, Running, Paused, Stopping };
+
+class Machine final : public devices::ExitHandler, public Controller {
 public:
     // Builds the VM; nothing runs yet. Errors say what in the config was wrong.
     static base::Result<std::unique_ptr<Machine>> create(const VmConfig& cfg);
+    // Builds the VM a snapshot directory describes (memory, devices, vCPUs
+    // as they were); run() continues it. Nothing is started when it fails.
+    static base::Result<std::unique_ptr<Machine>> restore(const RestoreOptions& options);
     ~Machine() override;
+
+    // Controller: the control API's commands (control.cpp).
+    Reply execute(const Command& command) override;
 
     // Runs the guest until it powers off, resets, exits or crashes (or the
     // process is asked to stop by SIGINT/SIGTERM).
@@ -52,14 +64,30 @@ public:
 
 private:
     Machine() = default;
-    base::Result<void> build(const VmConfig& cfg);
+    base::Result<void> build(const VmConfig& cfg, const LoadedSnapshot* snapshot);
+    base::Result<void> restore_and_build(const LoadedSnapshot& snapshot);
+    base::Result<void> restore_vcpu_states(const LoadedSnapshot& snapshot);
     base::Result<void> load_and_build(const VmConfig& cfg, std::span<const uint8_t> kernel,
                                       std::span<const uint8_t> initrd);
-    base::Result<void> build_devices();
-    base::Result<void> build_pci();
+    base::Result<void> build_devices(const SavedDevices* saved);
+    base::Result<void> build_pci(const SavedDevices* saved);
     base::Result<void> add_virtio(std::unique_ptr<virtio::VirtioDevice> device);
-    base::Result<void> build_vcpus(const hv::Regs& regs, const hv::Sregs& sregs);
+    base::Result<void> build_vcpus(const hv::Regs* regs, const hv::Sregs* sregs);
     void stop_vcpus();
+
+    // control.cpp; control_mu_ held.
+    Reply info();
+    Reply pause_command();
+    Reply resume_command();
+    Reply shutdown_command(const ShutdownCommand& c);
+    Reply snapshot_command(const SnapshotCommand& c);
+    std::string metrics_text();
+    bool press_power_button();  // false: the platform has no power button
+    base::Result<void> arm_forced_shutdown(uint32_t timeout_ms);
+    void pause_all();   // vCPUs, then devices
+    void resume_all();  // devices, then vCPUs
+    // snapshot.cpp: everything but guest memory, as the snapshot's state tree.
+    base::Result<nlohmann::json> save_state_tree();
 
     VmConfig cfg_;
     std::unique_ptr<hv::Hypervisor> hv_;
@@ -85,6 +113,13 @@ private:
 
     std::unique_ptr<base::EventLoop> events_;
     std::vector<std::unique_ptr<VcpuThread>> vcpus_;  // declared last: stopped first
+
+    // Control commands run one at a time; run() takes the lock before it
+    // stops the vCPUs, so no command sees a VM being torn down.
+    std::mutex control_mu_;
+    RunState run_state_ = RunState::Created;
+    std::chrono::steady_clock::time_point started_;
+    base::UniqueFd shutdown_timer_;  // forced power-off after a power-button press
 
     std::mutex exit_mu_;
     std::condition_variable exit_cv_;

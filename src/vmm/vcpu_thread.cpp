@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
 #include <future>
 #include <string>
@@ -11,7 +12,7 @@ namespace popek::vmm {
 
 VcpuThread::VcpuThread(std::unique_ptr<hv::Vcpu> vcpu, const devices::Bus& pio,
                        const devices::Bus& mmio, devices::ExitHandler& exits)
-    : vcpu_(std::move(vcpu)), pio_(pio), mmio_(mmio), exits_(exits) {}
+    : vcpu_(std::move(vcpu)), pio_(pio), mmio_(mmio), exits_(exits), index_(vcpu_->index()) {}
 
 VcpuThread::~VcpuThread() {
     if (thread_.joinable()) {
@@ -94,12 +95,17 @@ void VcpuThread::thread_main() {
     if (!handle_messages()) return;
     for (;;) {
         if (has_messages_.load(std::memory_order_acquire) && !handle_messages()) return;
+        const auto t0 = std::chrono::steady_clock::now();
         auto exit = vcpu_->run();
+        run_ns_.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now() - t0).count()),
+                          std::memory_order_relaxed);
         if (!exit) {
             crash(exit.error().message);
             continue;
         }
         exits_count_.fetch_add(1, std::memory_order_relaxed);
+        exits_by_kind_[static_cast<size_t>(exit->kind)].fetch_add(1, std::memory_order_relaxed);
         vcpu_->drain_batched_writes([this](const hv::VcpuExit& io) { handle_exit(io); });
         if (exit->kind == hv::ExitKind::Interrupted) {
             // A kick can land after its message was already drained; clearing

@@ -3,6 +3,7 @@
 // this thread; other threads ask through run_on_vcpu() while it is paused.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -42,6 +43,13 @@ public:
     base::Result<void> run_on_vcpu(std::function<base::Result<void>(hv::Vcpu&)> fn);
 
     [[nodiscard]] uint64_t exit_count() const { return exits_count_.load(std::memory_order_relaxed); }
+    // Exits by hv::ExitKind (indexed by its value), and time spent in run().
+    static constexpr size_t kExitKinds = static_cast<size_t>(hv::ExitKind::InternalError) + 1;
+    [[nodiscard]] uint64_t exits_of(hv::ExitKind kind) const {
+        return exits_by_kind_[static_cast<size_t>(kind)].load(std::memory_order_relaxed);
+    }
+    [[nodiscard]] uint64_t run_ns() const { return run_ns_.load(std::memory_order_relaxed); }
+    [[nodiscard]] uint32_t index() const { return index_; }
 
 private:
     enum class Msg { Pause, Resume, Stop, Call };
@@ -67,6 +75,9 @@ private:
     std::atomic<bool> has_messages_{false};
     VcpuState state_ = VcpuState::Paused;
     std::atomic<uint64_t> exits_count_{0};
+    std::array<std::atomic<uint64_t>, kExitKinds> exits_by_kind_{};
+    std::atomic<uint64_t> run_ns_{0};
+    uint32_t index_;
     std::thread thread_;
 };
 

@@ -47,7 +47,10 @@ Result<void> Machine::add_virtio(std::unique_ptr<virtio::VirtioDevice> device) {
     return {};
 }
 
-Result<void> Machine::build_pci() {
+// `saved`: the snapshot's device states, or null. Each virtio device is
+// built through the constructor a fresh boot uses, given its saved State;
+// the transports take their saved registers once all devices are on the bus.
+Result<void> Machine::build_pci(const SavedDevices* saved) {
     pci_bus_ = std::make_unique<devices::pci::PciBus>(mmio_, *interrupts_, x86::kPciMmio32Start, x86::kPciMmio32Size);
     pci_config_io_ = std::make_unique<devices::pci::PciConfigIo>(*pci_bus_);
     pci_ecam_ = std::make_unique<devices::pci::PciEcam>(*pci_bus_);
@@ -64,7 +67,9 @@ Result<void> Machine::build_pci() {
         virtio::blk::BlockOptions opts;
         opts.id = d.id;
         opts.num_queues = d.queues;
-        auto dev = virtio::blk::BlockDevice::create(opts, std::move(image).value(), std::move(engine).value());
+        std::optional<virtio::blk::State> state;
+        if (saved != nullptr) state = std::get<virtio::blk::State>(saved->virtio.at(d.id).device);
+        auto dev = virtio::blk::BlockDevice::create(opts, std::move(image).value(), std::move(engine).value(), state);
         if (!dev) return dev.error().context("--disk " + d.path);
         POPEK_TRY(add_virtio(std::move(dev).value()));
     }
@@ -73,6 +78,7 @@ Result<void> Machine::build_pci() {
         if (!tap) return tap.error();
         virtio::net::State state;
         state.mac = n.mac_given ? n.mac : default_mac(n.id);
+        if (saved != nullptr) state = std::get<virtio::net::State>(saved->virtio.at(n.id).device);
         POPEK_TRY(add_virtio(std::make_unique<virtio::net::NetDevice>(n.id, std::move(tap).value(), state)));
     }
     if (cfg_.rng) POPEK_TRY(add_virtio(std::make_unique<virtio::rng::RngDevice>("rng0")));
@@ -80,7 +86,15 @@ Result<void> Machine::build_pci() {
         virtio::console::ConsoleOptions opts;
         opts.in_fd = -1;  // stdin feeds the serial console
         opts.out_fd = STDOUT_FILENO;
-        POPEK_TRY(add_virtio(std::make_unique<virtio::console::ConsoleDevice>(opts)));
+        virtio::console::State state;
+        if (saved != nullptr) state = std::get<virtio::console::State>(saved->virtio.at(opts.id).device);
+        POPEK_TRY(add_virtio(std::make_unique<virtio::console::ConsoleDevice>(opts, state)));
+    }
+    if (saved != nullptr) {
+        for (auto* t : virtio_) {
+            const std::string id = t->device().id();
+            POPEK_TRY(t->restore(saved->virtio.at(id).transport));
+        }
     }
     return {};
 }

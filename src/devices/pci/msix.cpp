@@ -157,6 +157,20 @@ void Msix::pba_read(uint64_t offset, std::span<uint8_t> data) {
     }
 }
 
+base::Result<void> Msix::restore(const State& s) {
+    if (s.entries.size() != vectors_.size() || s.pending.size() != vectors_.size())
+        return base::Error{"MSI-X state has " + std::to_string(s.entries.size()) + " vectors, the device has " +
+                           std::to_string(vectors_.size())};
+    std::lock_guard lock(mu_);
+    entries_ = s.entries;
+    pending_ = s.pending;
+    function_masked_ = s.function_masked;
+    enabled_.store(s.enabled, std::memory_order_release);
+    stale_.assign(vectors_.size(), true);
+    for (size_t i = 0; i < vectors_.size(); ++i) unmasked(i);
+    return {};
+}
+
 Msix::State Msix::save() const {
     std::lock_guard lock(mu_);
     return State{enabled_.load(), function_masked_, entries_, pending_};

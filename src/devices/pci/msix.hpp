@@ -78,6 +78,9 @@ public:
     void pba_read(uint64_t offset, std::span<uint8_t> data);
 
     [[nodiscard]] State save() const;
+    // Takes a saved state (vector count must match), programs every route
+    // and delivers what is pending and deliverable.
+    base::Result<void> restore(const State& state);
 
 private:
     Msix(std::vector<std::unique_ptr<MsiVector>> vectors, uint8_t bar, uint32_t table_offset, uint32_t pba_offset);

@@ -58,6 +58,7 @@ public:
     // Waits for the I/O in flight (the kernel may still be writing guest
     // memory), drops its completions and forgets the queues.
     void reset() override;
+    void pause() override { drain(); }
 
     // Waits for every request in flight and completes it to the guest, as a
     // pause or snapshot needs before save().

@@ -139,6 +139,14 @@ Result<void> NetDevice::process_queue(uint16_t queue) {
     return r;
 }
 
+void NetDevice::pause() { stop_rx(); }
+
+void NetDevice::resume() {
+    if (mem_ != nullptr && queues_[kRxQueue].active() && !failed_) {
+        if (auto rx = start_rx(); !rx.ok()) failed_ = rx.error();
+    }
+}
+
 void NetDevice::reset() {
     if (loop_ != nullptr) {
         stop_rx();

@@ -75,6 +75,9 @@ public:
     base::Result<void> activate(const ActivateContext& ctx) override;
     base::Result<void> process_queue(uint16_t queue) override;
     void reset() override;
+    // Stops reading the backend (frames wait in the TAP) / starts again.
+    void pause() override;
+    void resume() override;
 
     [[nodiscard]] DeviceMetrics metrics() const override { return metrics_.device_metrics(); }
     [[nodiscard]] NetCounters counters() const { return metrics_.snapshot(); }

@@ -123,8 +123,19 @@ public:
     void connect_intx(devices::IrqLine* line, uint8_t irq) override;
     [[nodiscard]] std::string description() const override;
 
-    // Reads queue indices on the device thread: call with vCPUs paused.
+    // Reads queue indices on the device thread: call with vCPUs paused
+    // (and the device paused, so no request is in flight).
     [[nodiscard]] State save() const;
+    // On a freshly created transport (vCPUs not running): takes the saved
+    // registers, configuration space and MSI-X state and, if the driver had
+    // set DRIVER_OK, activates the device with the saved ring indices.
+    // Errors say what in the state does not fit this device.
+    base::Result<void> restore(const State& state);
+    // With vCPUs paused: completes the requests in flight and stops queue
+    // processing (notifications wait in their eventfds); resume() processes
+    // what arrived meanwhile. No-ops when the device is not running.
+    void pause();
+    void resume();
     // Why the device last entered DEVICE_NEEDS_RESET ("" if it never did).
     [[nodiscard]] std::string failure() const;
     [[nodiscard]] VirtioDevice& device() { return *device_; }
@@ -176,6 +187,7 @@ private:
     std::vector<bool> ioeventfd_registered_;          // status_mu_
     std::unique_ptr<std::atomic<uint16_t>[]> vectors_;  // MSI-X vector per queue, then config
     std::atomic<bool> running_{false};                // activated and not failed: process queues
+    bool paused_ = false;                             // status_mu_: pause() stopped a running device
     uint64_t bar_address_ = 0;                        // set at build time
 
     std::mutex status_mu_;

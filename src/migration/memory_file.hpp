@@ -1,0 +1,38 @@
+// Guest memory in a snapshot: one sparse file laid out like GuestMemory's
+// memfd (regions back to back from offset 0), so a restore can map it
+// copy-on-write as guest RAM. Pages that are all zero are not written (they
+// stay holes), and a digest covers every non-zero page with its index.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "base/result.hpp"
+#include "memory/guest_memory.hpp"
+
+namespace popek::migration {
+
+struct MemoryFileInfo {
+    uint64_t size = 0;          // bytes of guest RAM (the file's length)
+    uint64_t pages_written = 0; // non-zero 4 KiB pages
+    uint64_t digest = 0;        // XXH3-64 over (page index, page) of every non-zero page
+};
+
+bool is_zero_page(const uint8_t* page);
+
+// Writes guest RAM to `path` (created or truncated). Call with the vCPUs
+// paused and devices quiesced.
+base::Result<MemoryFileInfo> save_memory(const memory::GuestMemory& mem, const std::string& path);
+
+// Guest RAM read wholly from `path` into a fresh memfd; the digest and the
+// size are checked against `expected`.
+base::Result<memory::GuestMemory> load_memory_eager(std::span<const memory::RamRange> ranges, const std::string& path,
+                                                    const MemoryFileInfo& expected);
+// Guest RAM mapped copy-on-write from `path`: pages load on first touch.
+// Only the size is checked (reading every page to check the digest would
+// defeat the point); the state file's checksum covers the rest.
+base::Result<memory::GuestMemory> load_memory_lazy(std::span<const memory::RamRange> ranges, const std::string& path,
+                                                   const MemoryFileInfo& expected);
+
+}  // namespace popek::migration
