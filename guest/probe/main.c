@@ -118,6 +118,8 @@ void probe_main(u64 boot, u64 cpu) {
         workload_dirty(number_arg(workload, arg, 0, true));
     } else if (str_eq(workload, "compute")) {
         workload_compute(number_arg(workload, arg, 1000, false));
+    } else if (str_eq(workload, "pulse")) {
+        workload_pulse(number_arg(workload, arg, 0, false));
     } else if (str_eq(workload, "fault")) {
         workload_fault();
     } else if (str_eq(workload, "smp")) {

@@ -138,6 +138,7 @@ __attribute__((noreturn)) void workload_crash(void);
 void workload_exits(u64 n);
 __attribute__((noreturn)) void workload_dirty(u64 mib);
 void workload_compute(u64 n);
+__attribute__((noreturn)) void workload_pulse(u64 mib);
 void workload_fault(void);
 void workload_smp(void);
 void workload_initrd(void);

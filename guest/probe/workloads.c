@@ -53,6 +53,23 @@ void workload_dirty(u64 mib) {
     }
 }
 
+/* ---- pulse MIB: fill memory, then show it runs -------------------------- */
+/* Writes a non-zero word into every page of MIB MiB (so snapshots and
+ * migrations have that much to carry), prints PROBE-PULSE filled, then one
+ * '.' after another forever: whoever restores or receives the VM sees the
+ * guest running again by the next dot. */
+void workload_pulse(u64 mib) {
+    if (mib > 4096) probe_error("bad pulse size", NULL);
+    u64 end = DIRTY_BASE + (mib << 20);
+    if (end > (4ull << 30)) probe_error("pulse region beyond the 4 GiB identity map", NULL);
+    if (mib && !is_ram(DIRTY_BASE, end)) probe_error("pulse region is not RAM", NULL);
+    for (u64 addr = DIRTY_BASE; addr < end; addr += PAGE_SIZE) *(volatile u64 *)addr = addr | 1;
+    put_str("PROBE-PULSE filled=");
+    put_dec(mib);
+    put_str("M\n");
+    for (;;) put_char('.');
+}
+
 /* ---- compute N: deterministic integer work over a 1 MiB buffer ---------- */
 #define COMPUTE_WORDS (1u << 17) /* 1 MiB of u64 */
 #define COMPUTE_STEPS 4096       /* per round: N=1000 is ~4M dependent steps */

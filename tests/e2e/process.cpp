@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <sstream>
@@ -15,10 +16,14 @@ extern char** environ;
 
 namespace popek::test {
 
-ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
-    ProcessResult r;
+Child::Child(const std::vector<std::string>& argv) {
     int out[2], err[2];
-    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) return r;
+    if (::pipe2(out, O_CLOEXEC) != 0) return;
+    if (::pipe2(err, O_CLOEXEC) != 0) {
+        ::close(out[0]);
+        ::close(out[1]);
+        return;
+    }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
@@ -27,49 +32,79 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::mil
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    pid_t pid = -1;
-    int rc = ::posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
+    int rc = ::posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
     ::close(out[1]);
     ::close(err[1]);
+    fds_[0] = out[0];
+    fds_[1] = err[0];
     if (rc != 0) {
-        r.err = "spawn failed: " + std::to_string(rc);
-        ::close(out[0]);
-        ::close(err[0]);
-        return r;
+        r_.err = "spawn failed: " + std::to_string(rc);
+        pid_ = -1;
     }
+}
+
+Child::~Child() {
+    if (pid_ > 0) {
+        ::kill(pid_, SIGKILL);
+        (void)finish(std::chrono::milliseconds(10000));
+    }
+    for (int& fd : fds_)
+        if (fd >= 0) ::close(fd);
+}
+
+// Reads whatever is ready within `left`; false once both pipes are closed.
+bool Child::pump(std::chrono::milliseconds left) {
+    pollfd p[2] = {{fds_[0], POLLIN, 0}, {fds_[1], POLLIN, 0}};
+    if (fds_[0] < 0 && fds_[1] < 0) return false;
+    int n = ::poll(p, 2, static_cast<int>(std::max<int64_t>(0, left.count())));
+    if (n < 0 && errno != EINTR) return false;
+    for (int i = 0; i < 2; i++) {
+        if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        char buf[4096];
+        ssize_t got = ::read(p[i].fd, buf, sizeof buf);
+        if (got <= 0) {
+            ::close(fds_[i]);
+            fds_[i] = -1;
+            continue;
+        }
+        (i == 0 ? r_.out : r_.err).append(buf, static_cast<size_t>(got));
+    }
+    return fds_[0] >= 0 || fds_[1] >= 0;
+}
+
+bool Child::wait_for_line(const std::string& prefix, std::chrono::milliseconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
-    pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-    int open_fds = 2;
-    while (open_fds > 0) {
+    for (;;) {
+        if (!line_starting(r_.out, prefix).empty()) return true;
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0 || !pump(left)) return !line_starting(r_.out, prefix).empty();
+    }
+}
+
+ProcessResult Child::finish(std::chrono::milliseconds timeout) {
+    if (pid_ <= 0) return r_;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) {
-            r.timed_out = true;
-            ::kill(pid, SIGKILL);
+            r_.timed_out = true;
+            ::kill(pid_, SIGKILL);
             break;
         }
-        int n = ::poll(fds, 2, static_cast<int>(left.count()));
-        if (n < 0 && errno != EINTR) break;
-        for (int i = 0; i < 2; i++) {
-            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            char buf[4096];
-            ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
-            if (got <= 0) {
-                ::close(fds[i].fd);
-                fds[i].fd = -1;
-                open_fds--;
-                continue;
-            }
-            (i == 0 ? r.out : r.err).append(buf, static_cast<size_t>(got));
-        }
+        if (!pump(left)) break;
     }
-    for (auto& f : fds)
-        if (f.fd >= 0) ::close(f.fd);
     int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    if (WIFEXITED(status) && !r.timed_out) r.exit_code = WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) r.term_signal = WTERMSIG(status);
-    return r;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {}
+    pid_ = -1;
+    if (WIFEXITED(status) && !r_.timed_out) r_.exit_code = WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) r_.term_signal = WTERMSIG(status);
+    return r_;
+}
+
+ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+    Child child(argv);
+    return child.finish(timeout);
 }
 
 std::vector<std::string> lines(const std::string& text) {

@@ -17,6 +17,32 @@ struct ProcessResult {
     std::string err;
 };
 
+// A program running in the background with its output collected through
+// pipes. Killed (SIGKILL) and reaped when destroyed if still running.
+class Child {
+public:
+    explicit Child(const std::vector<std::string>& argv);
+    ~Child();
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+
+    // Reads output until a stdout line starts with `prefix` (true), the
+    // program closes its output or the timeout passes (false).
+    bool wait_for_line(const std::string& prefix, std::chrono::milliseconds timeout);
+    // Reads the rest of the output and waits for the exit; kills the
+    // program if it runs past `timeout`.
+    ProcessResult finish(std::chrono::milliseconds timeout);
+    [[nodiscard]] const std::string& out() const { return r_.out; }
+    [[nodiscard]] const std::string& err() const { return r_.err; }
+    [[nodiscard]] int pid() const { return pid_; }
+
+private:
+    bool pump(std::chrono::milliseconds left);
+    int pid_ = -1;
+    int fds_[2] = {-1, -1};
+    ProcessResult r_;
+};
+
 // Runs argv; kills it (SIGKILL) if it runs past `timeout`. Output is
 // collected through pipes until the process exits.
 ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
