@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "migration/cbor.hpp"
 #include "migration/snapshot_file.hpp"
 #include "vmm/snapshot.hpp"
 
@@ -25,9 +26,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const bool framed_here = (data[0] & 1) != 0;
     std::vector<uint8_t> bytes(data + 1, data + size);
     if (framed_here) {
-        auto tree = nlohmann::json::from_cbor(bytes.begin(), bytes.end(), true, false);
-        if (tree.is_discarded()) return 0;
-        bytes = popek::migration::encode_state(tree);
+        auto tree = popek::migration::decode_cbor(bytes);
+        if (!tree) return 0;
+        bytes = popek::migration::encode_state(*tree);
     }
     auto tree = popek::migration::decode_state(bytes);
     if (!tree) return 0;

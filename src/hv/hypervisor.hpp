@@ -68,7 +68,9 @@ public:
 
     // The vCPU's whole state (snapshots, migration). Call on the vCPU's own
     // thread while it is not running. restore_state() on a fresh vCPU of a VM
-    // with the same configuration makes it continue where save_state() was.
+    // with the same configuration (the same CPUID set first; the VM's state
+    // restored before) makes it continue where save_state() was. CPUID is the
+    // VMM's policy, not vCPU state: it is not in VcpuState.
     virtual base::Result<VcpuState> save_state() = 0;
     virtual base::Result<void> restore_state(const VcpuState&) = 0;
 };

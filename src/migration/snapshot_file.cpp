@@ -9,6 +9,7 @@
 #include "base/bytes.hpp"
 #include "base/file.hpp"
 #include "base/unique_fd.hpp"
+#include "migration/cbor.hpp"
 
 namespace popek::migration {
 
@@ -61,8 +62,8 @@ Result<nlohmann::json> decode_state(std::span<const uint8_t> bytes) {
     auto payload = bytes.subspan(kSnapshotHeaderSize);
     if (XXH64(payload.data(), payload.size(), 0) != base::load<uint64_t>(bytes, 24))
         return Error{"snapshot checksum mismatch: the state file is corrupted"};
-    auto tree = nlohmann::json::from_cbor(payload.begin(), payload.end(), /*strict=*/true, /*allow_exceptions=*/false);
-    if (tree.is_discarded() || !tree.is_object()) return Error{"snapshot state is not a valid CBOR object"};
+    auto tree = decode_cbor(payload);
+    if (!tree || !tree->is_object()) return Error{"snapshot state is not a valid CBOR object"};
     return tree;
 }
 

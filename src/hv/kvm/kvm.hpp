@@ -33,6 +33,30 @@ constexpr unsigned long kKvmGetMsrs = _IOWR(KVMIO, 0x88, KvmVarHeader);
 constexpr unsigned long kKvmSetMsrs = _IOW(KVMIO, 0x89, KvmVarHeader);
 constexpr unsigned long kKvmSetGsiRouting = _IOW(KVMIO, 0x6a, KvmVarHeader);
 
+// The same trap, other shapes: kvm_msr_list is a bare u32 count followed by
+// u32 indices (no padding), and kvm_xsave is a 4 KiB region followed by a
+// flexible array KVM sizes at run time (KVM_CAP_XSAVE2).
+struct KvmXsaveRegion {
+    uint32_t region[1024];
+};
+static_assert(sizeof(KvmXsaveRegion) == 4096);
+constexpr unsigned long kKvmGetMsrIndexList = _IOWR(KVMIO, 0x02, uint32_t);
+constexpr unsigned long kKvmGetXsave = _IOR(KVMIO, 0xa4, KvmXsaveRegion);
+constexpr unsigned long kKvmSetXsave = _IOW(KVMIO, 0xa5, KvmXsaveRegion);
+constexpr unsigned long kKvmGetXsave2 = _IOR(KVMIO, 0xcf, KvmXsaveRegion);
+
+// What this KVM can save and restore of a vCPU, found once per VM and shared
+// by its vCPUs (hv/kvm/kvm_state.cpp uses it).
+struct KvmStateSupport {
+    std::vector<uint32_t> msr_indices;  // KVM_GET_MSR_INDEX_LIST, IA32_TSC included
+    size_t xsave_size = 0;              // bytes KVM_GET/SET_XSAVE(2) move; 0: no KVM_CAP_XSAVE
+    bool xsave2 = false;                // KVM_GET_XSAVE2 (needed when xsave_size > 4 KiB)
+    bool xcrs = false;                  // KVM_CAP_XCRS
+    bool debugregs = false;             // KVM_CAP_DEBUGREGS
+    bool vcpu_events = false;           // KVM_CAP_VCPU_EVENTS
+    bool smm = false;                   // KVM_CAP_X86_SMM: events carry SMM state
+};
+
 // A buffer of a KvmVarHeader and `n` entries of type E.
 template <class E>
 class KvmVarBuffer {
@@ -64,6 +88,7 @@ public:
 
 private:
     base::UniqueFd kvm_;
+    std::vector<uint32_t> msr_indices_;  // KVM_GET_MSR_INDEX_LIST (a system ioctl)
     uint32_t max_vcpus_ = 1;
     uint32_t tsc_khz_ = 0;
     size_t run_size_ = 0;
@@ -80,7 +105,10 @@ constexpr uint32_t kCoalescedRingEntries = (4096 - sizeof(KvmVarHeader)) / sizeo
 
 class KvmVm final : public Vm {
 public:
-    KvmVm(base::UniqueFd vm, size_t run_size) : vm_(std::move(vm)), run_size_(run_size) {}
+    KvmVm(base::UniqueFd vm, size_t run_size, std::vector<uint32_t> msr_indices)
+        : vm_(std::move(vm)), run_size_(run_size), state_support_(std::make_shared<KvmStateSupport>()) {
+        state_support_->msr_indices = std::move(msr_indices);
+    }
     base::Result<void> init();
 
     base::Result<void> map_memory(uint32_t slot, uint64_t gpa, uint64_t size, uint8_t* host) override;
@@ -102,6 +130,7 @@ private:
 
     base::UniqueFd vm_;
     size_t run_size_;
+    std::shared_ptr<KvmStateSupport> state_support_;  // completed by init()
     CoalescedRing ring_;
     std::mutex routes_mu_;
     std::map<uint32_t, std::pair<uint64_t, uint32_t>> msi_routes_;  // gsi -> (address, data)
@@ -113,9 +142,11 @@ private:
 
 class KvmVcpu final : public Vcpu {
 public:
-    KvmVcpu(uint32_t index, base::UniqueFd fd, base::MmapRegion run, CoalescedRing& ring)
+    KvmVcpu(uint32_t index, base::UniqueFd fd, base::MmapRegion run, CoalescedRing& ring,
+            std::shared_ptr<const KvmStateSupport> state_support)
         : index_(index), fd_(std::move(fd)), run_map_(std::move(run)),
-          run_(reinterpret_cast<kvm_run*>(run_map_.data())), ring_(ring) {}
+          run_(reinterpret_cast<kvm_run*>(run_map_.data())), ring_(ring),
+          state_support_(std::move(state_support)) {}
 
     [[nodiscard]] uint32_t index() const override { return index_; }
     base::Result<VcpuExit> run() override;
@@ -136,11 +167,20 @@ public:
     base::Result<void> restore_state(const VcpuState&) override;
 
 private:
+    base::Result<std::vector<MsrEntry>> save_msrs();
+    base::Result<void> restore_msrs(std::span<const MsrEntry> msrs);
+    base::Result<std::vector<uint8_t>> save_xsave();
+
     uint32_t index_;
     base::UniqueFd fd_;
     base::MmapRegion run_map_;
     kvm_run* run_;
     CoalescedRing& ring_;
+    std::shared_ptr<const KvmStateSupport> state_support_;
+    // The MSRs of state_support_->msr_indices that KVM_GET_MSRS reads on this
+    // vCPU, learnt by the first save_state() (after the VMM set CPUID).
+    std::vector<uint32_t> saved_msrs_;
+    bool saved_msrs_known_ = false;
     std::atomic<pthread_t> thread_{};
     std::atomic<bool> thread_known_{false};
 };

@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 
@@ -31,6 +32,26 @@ int kick_signal() { return SIGRTMIN; }
 
 static void on_kick(int) {}
 
+// KVM_GET_MSR_INDEX_LIST: the MSRs KVM can save and restore. Asked with no
+// room first, KVM answers E2BIG and the count.
+static Result<std::vector<uint32_t>> msr_index_list(int kvm) {
+    std::vector<uint32_t> buf(1, 0);  // [0] is nmsrs, then the indices
+    for (int attempt = 0; attempt < 4; attempt++) {
+        if (xioctl(kvm, kKvmGetMsrIndexList, buf.data()) == 0) {
+            size_t n = buf[0] < buf.size() ? buf[0] : buf.size() - 1;
+            std::vector<uint32_t> indices(buf.begin() + 1, buf.begin() + 1 + static_cast<std::ptrdiff_t>(n));
+            constexpr uint32_t kMsrTsc = 0x10;  // always in KVM's list; the TSC must travel
+            if (std::find(indices.begin(), indices.end(), kMsrTsc) == indices.end()) indices.push_back(kMsrTsc);
+            return indices;
+        }
+        if (errno != E2BIG || buf[0] > 65536) return Error::from_errno("KVM_GET_MSR_INDEX_LIST");
+        uint32_t n = buf[0];
+        buf.assign(size_t{n} + 1, 0);
+        buf[0] = n;
+    }
+    return Error{"KVM_GET_MSR_INDEX_LIST: the list kept growing"};
+}
+
 Result<std::unique_ptr<Hypervisor>> KvmHypervisor::open(const std::string& device) {
     auto hv = std::make_unique<KvmHypervisor>();
     hv->kvm_ = base::UniqueFd(::open(device.c_str(), O_RDWR | O_CLOEXEC));
@@ -59,6 +80,7 @@ Result<std::unique_ptr<Hypervisor>> KvmHypervisor::open(const std::string& devic
     int run_size = xioctl(fd, KVM_GET_VCPU_MMAP_SIZE, 0UL);
     if (run_size <= 0) return Error::from_errno("KVM_GET_VCPU_MMAP_SIZE");
     hv->run_size_ = static_cast<size_t>(run_size);
+    POPEK_ASSIGN_OR_RETURN(hv->msr_indices_, msr_index_list(fd));
     struct sigaction sa {};
     sa.sa_handler = on_kick;
     sigemptyset(&sa.sa_mask);
@@ -96,7 +118,7 @@ Result<std::unique_ptr<Vm>> KvmHypervisor::create_vm(const VmOptions& opts) {
                      std::to_string(opts.vcpu_count)};
     int vmfd = xioctl(kvm_.get(), KVM_CREATE_VM, 0UL);
     if (vmfd < 0) return Error::from_errno("KVM_CREATE_VM");
-    auto vm = std::make_unique<KvmVm>(base::UniqueFd(vmfd), run_size_);
+    auto vm = std::make_unique<KvmVm>(base::UniqueFd(vmfd), run_size_, msr_indices_);
     POPEK_TRY(vm->init());
     int khz = xioctl(vmfd, KVM_GET_TSC_KHZ, 0UL);
     if (khz > 0) tsc_khz_ = static_cast<uint32_t>(khz);

@@ -26,6 +26,18 @@ Result<void> KvmVm::init() {
     kvm_pit_config pit{};
     pit.flags = KVM_PIT_SPEAKER_DUMMY;
     if (xioctl(fd, KVM_CREATE_PIT2, &pit) < 0) return Error::from_errno("KVM_CREATE_PIT2");
+
+    auto has = [fd](int cap) { return xioctl(fd, KVM_CHECK_EXTENSION, static_cast<unsigned long>(cap)); };
+    KvmStateSupport& st = *state_support_;
+    if (has(KVM_CAP_XSAVE) > 0) {
+        int size2 = has(KVM_CAP_XSAVE2);  // asked of the VM: its size depends on the VM's features
+        st.xsave2 = size2 > 0;
+        st.xsave_size = size2 > 0 ? static_cast<size_t>(size2) : sizeof(KvmXsaveRegion);
+    }
+    st.xcrs = has(KVM_CAP_XCRS) > 0;
+    st.debugregs = has(KVM_CAP_DEBUGREGS) > 0;
+    st.vcpu_events = has(KVM_CAP_VCPU_EVENTS) > 0;
+    st.smm = has(KVM_CAP_X86_SMM) > 0;
     return {};
 }
 
@@ -48,7 +60,8 @@ Result<std::unique_ptr<Vcpu>> KvmVm::create_vcpu(uint32_t index) {
     if (!run) return run.error();
     if (ring_.enabled && run->size() < kCoalescedRingOffset + 4096)
         return Error{"KVM's vCPU mapping has no coalesced-write ring page"};
-    return std::unique_ptr<Vcpu>(new KvmVcpu(index, std::move(vcpu_fd), std::move(run).value(), ring_));
+    return std::unique_ptr<Vcpu>(new KvmVcpu(index, std::move(vcpu_fd), std::move(run).value(), ring_,
+                                                state_support_));
 }
 
 Result<void> KvmVm::set_irq_line(uint32_t gsi, bool level) {
