@@ -183,6 +183,10 @@ private:
     bool saved_msrs_known_ = false;
     std::atomic<pthread_t> thread_{};
     std::atomic<bool> thread_known_{false};
+    // The last run() returned a port/MMIO exit: KVM finishes that
+    // instruction (a read's result into its register) on the next KVM_RUN.
+    bool io_pending_ = false;
+    base::Result<void> complete_pending_io();
 };
 
 // The signal used to kick a vCPU thread out of KVM_RUN (handler does nothing).

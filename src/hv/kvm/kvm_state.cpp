@@ -147,7 +147,23 @@ Result<std::vector<uint8_t>> KvmVcpu::save_xsave() {
     return xsave;
 }
 
+// A KVM_RUN with immediate_exit completes the instruction behind the last
+// port/MMIO exit (the VMM has already handled it) and returns at once,
+// without running guest code; the registers saved afterwards are past it.
+Result<void> KvmVcpu::complete_pending_io() {
+    if (!io_pending_) return {};
+    const uint8_t prior = __atomic_load_n(&run_->immediate_exit, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+    const int r = ::ioctl(fd_.get(), KVM_RUN, 0);  // not xioctl: EINTR is the expected answer
+    const int err = errno;
+    __atomic_store_n(&run_->immediate_exit, prior, __ATOMIC_SEQ_CST);
+    if (r < 0 && err != EINTR) return Error::from_errno("KVM_RUN completing a pending I/O exit", err);
+    io_pending_ = false;
+    return {};
+}
+
 Result<VcpuState> KvmVcpu::save_state() {
+    POPEK_TRY(complete_pending_io());
     const KvmStateSupport& st = *state_support_;
     int fd = fd_.get();
     VcpuState s;

@@ -18,6 +18,7 @@ Result<VcpuExit> KvmVcpu::run() {
         thread_known_.store(true, std::memory_order_release);
     }
     VcpuExit exit;
+    io_pending_ = false;
     if (::ioctl(fd_.get(), KVM_RUN, 0) < 0) {
         if (errno == EINTR || errno == EAGAIN) {
             exit.kind = ExitKind::Interrupted;
@@ -33,6 +34,7 @@ Result<VcpuExit> KvmVcpu::run() {
             exit.count = run_->io.count;
             exit.is_write = run_->io.direction == KVM_EXIT_IO_OUT;
             exit.data = reinterpret_cast<uint8_t*>(run_) + run_->io.data_offset;
+            io_pending_ = true;
             break;
         case KVM_EXIT_MMIO:
             exit.kind = ExitKind::Mmio;
@@ -40,6 +42,7 @@ Result<VcpuExit> KvmVcpu::run() {
             exit.size = run_->mmio.len;
             exit.is_write = run_->mmio.is_write != 0;
             exit.data = run_->mmio.data;
+            io_pending_ = true;
             break;
         case KVM_EXIT_INTR:
             exit.kind = ExitKind::Interrupted;
