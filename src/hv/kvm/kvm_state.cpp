@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include <sys/ioctl.h>
+
 #include "hv/kvm/kvm.hpp"
 
 namespace popek::hv::kvm {
