@@ -214,7 +214,7 @@ TEST(Acpi, MadtDescribesIoapicNmiAndOptionalIrq0Override) {
         Walk w{std::move(r).value(), 0, {}, {}};
         uint64_t rsdp_xsdt = load<uint64_t>(w.at(w.t.rsdp_addr, 36), 24);
         auto madt = w.table(load<uint64_t>(w.table(rsdp_xsdt), 44));
-        bool ioapic = false, nmi = false, override0 = false;
+        bool ioapic = false, nmi = false, override0 = false, override_ged = false;
         for (size_t off = 44; off + 2 <= madt.size() && madt[off + 1] != 0; off += madt[off + 1]) {
             if (madt[off] == 1) {
                 ioapic = true;
@@ -232,10 +232,17 @@ TEST(Acpi, MadtDescribesIoapicNmiAndOptionalIrq0Override) {
                 EXPECT_EQ(load<uint32_t>(madt, off + 4), 2u);
                 EXPECT_EQ(load<uint16_t>(madt, off + 8), 0x5);  // edge, active high
             }
+            if (madt[off] == 2 && madt[off + 3] == x86::kGsiGed) {  // the DSDT's GED0 interrupt
+                override_ged = true;
+                EXPECT_EQ(madt[off + 2], 0);                            // bus: ISA
+                EXPECT_EQ(load<uint32_t>(madt, off + 4), x86::kGsiGed);
+                EXPECT_EQ(load<uint16_t>(madt, off + 8), 0xd);  // level, active high
+            }
         }
         EXPECT_TRUE(ioapic);
         EXPECT_TRUE(nmi);
         EXPECT_EQ(override0, irq0);
+        EXPECT_TRUE(override_ged);
     }
 }
 
@@ -374,7 +381,7 @@ TEST(Acpi, IaslDisassemblesEveryTable) {
               "Device (GED0) { Name (_HID, \"ACPI0013\" /* Generic Event Device */) // _HID: Hardware ID "
               "Name (_UID, Zero)",
               "Memory32Fixed (ReadWrite, 0xFEA00000, // Address Base 0x00001000, // Address Length",
-              "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) { 0x00000009, }",
+              "Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive, ,, ) { 0x00000009, }",
               "OperationRegion (GDST, SystemMemory, 0xFEA00000, 0x04)",
               "Field (GDST, DWordAcc, NoLock, Preserve) { GDAT, 32 }",
               "Method (_EVT, 1, NotSerialized) // _EVT: Event { Local0 = GDAT /* \\_SB_.GED0.GDAT */ "
@@ -398,6 +405,10 @@ TEST(Acpi, IaslDisassemblesEveryTable) {
         EXPECT_EQ(count(madt, "[Processor Local APIC]") + count(madt, "[Processor Local x2APIC]"), cpus);
         EXPECT_EQ(count(madt, "Processor Enabled : 1"), cpus);
         EXPECT_EQ(count(madt, "[I/O APIC]"), 1u);
+        // ISA IRQ 9 (the GED's): level, active high.
+        for (const char* want : {"[Interrupt Source Override]", "Source : 09", "Interrupt : 00000009",
+                                 "Flags (decoded below) : 000D Polarity : 1 Trigger Mode : 3"})
+            EXPECT_NE(madt.find(want), std::string::npos) << "MADT lacks: " << want;
         EXPECT_NE(madt.find("PC-AT Compatibility : 1"), std::string::npos);
         EXPECT_NE(madt.find("[Local APIC NMI]"), std::string::npos);
         EXPECT_EQ(madt.find("[Local x2APIC NMI]") != std::string::npos, cpus > 255);

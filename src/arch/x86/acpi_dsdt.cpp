@@ -50,8 +50,9 @@ aml::Term power_button() {
 }
 
 // The Generic Event Device (ACPI 6.3, 5.6.9): its interrupt makes the OS run
-// _EVT, which reads the pending events (the read clears them) and notifies
-// the devices they are for. Notify value 0x80 on a button: pressed.
+// _EVT, which reads the pending events (the read clears them and lowers the
+// level-triggered line) and notifies the devices they are for. Notify value
+// 0x80 on a button: pressed.
 aml::Term generic_event_device() {
     constexpr uint8_t kButtonPressed = 0x80;
     constexpr uint8_t kEventRegisterBytes = 4;
@@ -60,7 +61,7 @@ aml::Term generic_event_device() {
         aml::name("_UID", aml::zero()),
         aml::name("_CRS", aml::resource_template({
             aml::memory32_fixed(true, static_cast<uint32_t>(kGedStart), static_cast<uint32_t>(kGedSize)),
-            aml::interrupt({.consumer = true, .level = false, .active_low = false, .shared = false}, kGsiGed),
+            aml::interrupt({.consumer = true, .level = true, .active_low = false, .shared = false}, kGsiGed),
         })),
         aml::operation_region("GDST", aml::RegionSpace::SystemMemory, kGedStart, kEventRegisterBytes),
         aml::field("GDST", aml::FieldAccess::DWord, false, aml::FieldUpdate::Preserve, {{"GDAT", 32}}),

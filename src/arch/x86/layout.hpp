@@ -73,8 +73,11 @@ constexpr uint8_t kIrqCom1 = 4;
 constexpr uint8_t kIrqI8042 = 1;                 // keyboard (ISA IRQ 1)
 // The GED's interrupt. KVM's IOAPIC has 24 inputs and PCI INTx takes
 // 16-23, so it is an ISA one: 9, where PCs put ACPI's SCI, free here
-// because a hardware-reduced FADT has no SCI. Edge, active high, as the
-// MADT's defaults for ISA IRQs say (no override needed).
+// because a hardware-reduced FADT has no SCI. Level-triggered, active high
+// (the MADT overrides ISA IRQ 9 to say so, as QEMU's PC does for its SCI):
+// the GED holds the line high while events are pending, and KVM's IOAPIC
+// delivers a level that was raised while the pin was masked as soon as the
+// guest unmasks it, where an edge would be lost.
 constexpr uint32_t kGsiGed = 9;
 
 static_assert(kPciMmio32Start + kPciMmio32Size <= kPciEcamStart, "PCI window overlaps ECAM");

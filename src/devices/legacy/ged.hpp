@@ -3,10 +3,9 @@
 //
 // One 32-bit register at offset 0 holds the pending events; a read returns
 // them and clears the bits it returned. The interrupt line is high while any
-// event is pending, so an edge-triggered input sees one rising edge per batch
-// of events (the DSDT's _EVT reads the register, which lowers the line), a
-// level-triggered one would work the same, and an event that arrives before
-// the guest has unmasked the interrupt is still there when it does.
+// event is pending: a level-triggered interrupt (the DSDT's _EVT reads the
+// register, which lowers the line), so an event raised before the guest has
+// unmasked the interrupt is delivered when it does.
 #pragma once
 
 #include <cstdint>
