@@ -59,6 +59,12 @@
 
 #define LAPIC_BASE 0xfee00000
 
+/* popek's ACPI Generic Event Device (src/arch/x86/layout.hpp, kGedStart):
+ * a 32-bit event register at offset 0, read-to-clear; bit 0 is the power
+ * button. tests/unit/ged_test.cpp checks these against popek's. */
+#define GED_BASE 0xfea00000
+#define GED_EVENT_POWER_BUTTON 0x1
+
 /* I/O ports. */
 #define PORT_COM1 0x3f8
 #define PORT_POST 0x80

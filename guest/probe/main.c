@@ -130,6 +130,8 @@ void probe_main(u64 boot, u64 cpu) {
         workload_pio_read(number_arg(workload, arg, 0, true));
     } else if (str_eq(workload, "poweroff")) {
         workload_poweroff();
+    } else if (str_eq(workload, "wait-power-button")) {
+        workload_wait_power_button();
     } else if (str_eq(workload, "reset")) {
         workload_reset();
     } else if (str_eq(workload, "crash")) {

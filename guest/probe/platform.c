@@ -1,6 +1,6 @@
 /* Probe guest: workloads that exercise the platform around the CPU: a full
- * trip to the VMM's device model, ACPI power-off, i8042 reset, and a crash
- * the VMM must report. All ring 3. */
+ * trip to the VMM's device model, ACPI power-off, the ACPI power button,
+ * i8042 reset, and a crash the VMM must report. All ring 3. */
 #include "probe.h"
 
 #define PORT_COM1_SCRATCH (PORT_COM1 + 7)
@@ -37,6 +37,24 @@ void workload_poweroff(void) {
     put_char('\n');
     outb((u16)port, SLP_TYP_S5 << 2 | SLP_EN);
     probe_error("still running after ACPI power-off", NULL);
+}
+
+/* wait-power-button: poll the GED's event register until the VMM presses
+ * the power button, then power off the way an OS would. Ring 3 reads the
+ * register through the identity map (one MMIO exit per read); about a
+ * millisecond apart, so waiting costs little. The read clears the event. */
+void workload_wait_power_button(void) {
+    const u64 gap = tsc_hz() / 1000;
+    put_str("PROBE-WAIT power-button\n");
+    for (;;) {
+        u32 events = *(volatile const u32 *)GED_BASE;
+        if (events == 0xffffffff) probe_error("no GED event register at", "0xfea00000"); /* undecoded: floats high */
+        if (events & GED_EVENT_POWER_BUTTON) break;
+        u64 start = rdtsc();
+        while (rdtsc() - start < gap) cpu_relax();
+    }
+    put_str("PROBE-DONE power-button\n");
+    workload_poweroff();
 }
 
 /* reset: the i8042 "pulse reset line" command. */

@@ -133,6 +133,7 @@ bool memmap_covers(u64 base, u64 end);  /* [base, end) is RAM in it */
 const struct acpi_header *acpi_lookup(const char *signature);
 void workload_pio_read(u64 n);
 __attribute__((noreturn)) void workload_poweroff(void);
+__attribute__((noreturn)) void workload_wait_power_button(void);
 __attribute__((noreturn)) void workload_reset(void);
 __attribute__((noreturn)) void workload_crash(void);
 void workload_exits(u64 n);

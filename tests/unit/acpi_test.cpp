@@ -214,7 +214,7 @@ TEST(Acpi, MadtDescribesIoapicNmiAndOptionalIrq0Override) {
         Walk w{std::move(r).value(), 0, {}, {}};
         uint64_t rsdp_xsdt = load<uint64_t>(w.at(w.t.rsdp_addr, 36), 24);
         auto madt = w.table(load<uint64_t>(w.table(rsdp_xsdt), 44));
-        bool ioapic = false, nmi = false, override0 = false;
+        bool ioapic = false, nmi = false, override0 = false, override_ged = false;
         for (size_t off = 44; off + 2 <= madt.size() && madt[off + 1] != 0; off += madt[off + 1]) {
             if (madt[off] == 1) {
                 ioapic = true;
@@ -232,10 +232,17 @@ TEST(Acpi, MadtDescribesIoapicNmiAndOptionalIrq0Override) {
                 EXPECT_EQ(load<uint32_t>(madt, off + 4), 2u);
                 EXPECT_EQ(load<uint16_t>(madt, off + 8), 0x5);  // edge, active high
             }
+            if (madt[off] == 2 && madt[off + 3] == x86::kGsiGed) {  // the DSDT's GED0 interrupt
+                override_ged = true;
+                EXPECT_EQ(madt[off + 2], 0);                            // bus: ISA
+                EXPECT_EQ(load<uint32_t>(madt, off + 4), x86::kGsiGed);
+                EXPECT_EQ(load<uint16_t>(madt, off + 8), 0xd);  // level, active high
+            }
         }
         EXPECT_TRUE(ioapic);
         EXPECT_TRUE(nmi);
         EXPECT_EQ(override0, irq0);
+        EXPECT_TRUE(override_ged);
     }
 }
 
@@ -367,6 +374,19 @@ TEST(Acpi, IaslDisassemblesEveryTable) {
               "Device (MBRD)", "EisaId (\"PNP0C02\")",
               "Memory32Fixed (ReadWrite, 0xE0000000, // Address Base 0x00100000, // Address Length"})
             EXPECT_NE(dsdt.find(want), std::string::npos) << "DSDT lacks: " << want;
+        // The power button and the Generic Event Device that reports it.
+        for (const char* want :
+             {"Device (PWRB) { Name (_HID, EisaId (\"PNP0C0C\") /* Power Button Device */) // _HID: Hardware ID "
+              "Name (_UID, Zero) // _UID: Unique ID }",
+              "Device (GED0) { Name (_HID, \"ACPI0013\" /* Generic Event Device */) // _HID: Hardware ID "
+              "Name (_UID, Zero)",
+              "Memory32Fixed (ReadWrite, 0xFEA00000, // Address Base 0x00001000, // Address Length",
+              "Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive, ,, ) { 0x00000009, }",
+              "OperationRegion (GDST, SystemMemory, 0xFEA00000, 0x04)",
+              "Field (GDST, DWordAcc, NoLock, Preserve) { GDAT, 32 }",
+              "Method (_EVT, 1, NotSerialized) // _EVT: Event { Local0 = GDAT /* \\_SB_.GED0.GDAT */ "
+              "If ((Local0 & One)) { Notify (PWRB, 0x80) // Status Change }"})
+            EXPECT_NE(dsdt.find(want), std::string::npos) << "DSDT lacks: " << want;
 
         const std::string& mcfg = dsl["MCFG"];
         for (const char* want : {"Signature : \"MCFG\"", "Base Address : 00000000E0000000",
@@ -385,6 +405,10 @@ TEST(Acpi, IaslDisassemblesEveryTable) {
         EXPECT_EQ(count(madt, "[Processor Local APIC]") + count(madt, "[Processor Local x2APIC]"), cpus);
         EXPECT_EQ(count(madt, "Processor Enabled : 1"), cpus);
         EXPECT_EQ(count(madt, "[I/O APIC]"), 1u);
+        // ISA IRQ 9 (the GED's): level, active high.
+        for (const char* want : {"[Interrupt Source Override]", "Source : 09", "Interrupt : 00000009",
+                                 "Flags (decoded below) : 000D Polarity : 1 Trigger Mode : 3"})
+            EXPECT_NE(madt.find(want), std::string::npos) << "MADT lacks: " << want;
         EXPECT_NE(madt.find("PC-AT Compatibility : 1"), std::string::npos);
         EXPECT_NE(madt.find("[Local APIC NMI]"), std::string::npos);
         EXPECT_EQ(madt.find("[Local x2APIC NMI]") != std::string::npos, cpus > 255);
@@ -437,4 +461,38 @@ TEST(Acpi, AcpicaLoadsTheTablesAndSleepsToS5) {
     EXPECT_NE(log.find("Evaluation of \\_SB.MBRD._CRS returned"), std::string::npos) << log;
     for (const char* bad : {"ACPI Error", "ACPI Warning", "ACPI Exception"})
         EXPECT_EQ(log.find(bad), std::string::npos) << log;
+}
+
+// The GED's _EVT as ACPICA runs it when its interrupt fires: it reads the
+// event register and notifies the power button only if bit 0 is set.
+// acpiexec backs SystemMemory regions with its own buffer, which reads 0
+// unless an init file (-fi) stores a value through the field first.
+TEST(Acpi, AcpicaRunsTheGedEventMethod) {
+    if (!std::filesystem::exists(kAcpiexec))
+        GTEST_SKIP() << kAcpiexec << " not found: install Debian's acpica-tools (the Makefile's deps target does)";
+    Walk w = walk(2);
+    TempDir dir;
+    ASSERT_FALSE(dir.path().empty());
+    std::string files;
+    for (const auto& [sig, addr] : w.by_sig) {
+        write_file(dir.path() / (sig + ".dat"), w.table(addr));
+        files += " " + sig + ".dat";
+    }
+    const std::string batch = "-b \"evaluate \\_SB.GED0._CRS; evaluate \\_SB.PWRB._HID; evaluate \\_SB.GED0._EVT " +
+                              std::to_string(x86::kGsiGed) + "\"";
+    for (uint32_t events : {0u, x86::kGedEventPowerButton}) {
+        SCOPED_TRACE("events=" + std::to_string(events));
+        std::ofstream(dir.path() / "init.txt") << "\\_SB.GED0.GDAT " << events << "\n";
+        std::filesystem::remove(dir.path() / "iasl.log");
+        EXPECT_EQ(iasl(dir.path(), "-fi init.txt " + batch + files, kAcpiexec), 0);
+        std::string log = read_file(dir.path() / "iasl.log");
+        EXPECT_NE(log.find("Evaluation of \\_SB.GED0._CRS returned"), std::string::npos) << log;
+        EXPECT_NE(log.find("Evaluation of \\_SB.PWRB._HID returned"), std::string::npos) << log;
+        EXPECT_NE(log.find("Evaluating \\_SB.GED0._EVT"), std::string::npos) << log;
+        const bool notified = log.find("Received a Device Notify on [PWRB]") != std::string::npos &&
+                              log.find("Value 0x80") != std::string::npos;
+        EXPECT_EQ(notified, events != 0) << log;
+        for (const char* bad : {"ACPI Error", "ACPI Warning", "ACPI Exception"})
+            EXPECT_EQ(log.find(bad), std::string::npos) << log;
+    }
 }

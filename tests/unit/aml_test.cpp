@@ -194,3 +194,63 @@ TEST(Aml, PackageOfPackages) {
     EXPECT_EQ(bytes_of(prt), (Bytes{0x08, '_', 'P', 'R', 'T', 0x12, 0x0e, 0x01, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff,
                                     0x01, 0x00, 0x00, 0x00, 0x0a, 0x11}));
 }
+
+// OperationRegion and Field, byte for byte as iasl encodes the same ASL.
+TEST(Aml, OperationRegionsAndFields) {
+    // OperationRegion (GDST, SystemMemory, 0xFEA00000, 0x04)
+    EXPECT_EQ(bytes_of(aml::operation_region("GDST", aml::RegionSpace::SystemMemory, 0xfea00000, 4)),
+              (Bytes{0x5b, 0x80, 'G', 'D', 'S', 'T', 0x00, 0x0c, 0x00, 0x00, 0xa0, 0xfe, 0x0a, 0x04}));
+    // OperationRegion (PIOR, SystemIO, 0x0600, 0x02)
+    EXPECT_EQ(bytes_of(aml::operation_region("PIOR", aml::RegionSpace::SystemIo, 0x600, 2)),
+              (Bytes{0x5b, 0x80, 'P', 'I', 'O', 'R', 0x01, 0x0b, 0x00, 0x06, 0x0a, 0x02}));
+    // Field (GDST, DWordAcc, NoLock, WriteAsZeros) { GDAT, 32 }
+    EXPECT_EQ(bytes_of(aml::field("GDST", aml::FieldAccess::DWord, false, aml::FieldUpdate::WriteAsZeros,
+                                  {{"GDAT", 32}})),
+              (Bytes{0x5b, 0x81, 0x0b, 'G', 'D', 'S', 'T', 0x43, 'G', 'D', 'A', 'T', 0x20}));
+    // Field (PIOR, ByteAcc, Lock, Preserve) { CTRL, 8, , 4, STAT, 4 }
+    EXPECT_EQ(bytes_of(aml::field("PIOR", aml::FieldAccess::Byte, true, aml::FieldUpdate::Preserve,
+                                  {{"CTRL", 8}, {"", 4}, {"STAT", 4}})),
+              (Bytes{0x5b, 0x81, 0x12, 'P', 'I', 'O', 'R', 0x11, 'C', 'T', 'R', 'L', 0x08, 0x00, 0x04, 'S', 'T',
+                     'A', 'T', 0x04}));
+    // A field unit's length is a PkgLength holding the bit count itself.
+    Bytes wide = bytes_of(aml::field("R", aml::FieldAccess::Any, false, aml::FieldUpdate::Preserve, {{"BIG", 4096}}));
+    EXPECT_EQ(Bytes(wide.end() - 3, wide.end()), (Bytes{0x80, 0x00, 0x01}));
+    EXPECT_FALSE(aml::field("R", aml::FieldAccess::Any, false, aml::FieldUpdate::Preserve, {{"A", 0}}).ok());
+    EXPECT_FALSE(aml::field("R", aml::FieldAccess::Any, false, aml::FieldUpdate::Preserve, {{"A.B", 1}}).ok());
+    EXPECT_FALSE(aml::field("R", aml::FieldAccess::Any, false, aml::FieldUpdate::Preserve, {{"\\A", 1}}).ok());
+    EXPECT_FALSE(aml::field("R", aml::FieldAccess::Any, false, aml::FieldUpdate::Preserve, {{"TOOLONG", 1}}).ok());
+    EXPECT_FALSE(aml::operation_region("bad", aml::RegionSpace::SystemMemory, 0, 4).ok());
+}
+
+TEST(Aml, LocalsAndArgs) {
+    EXPECT_EQ(bytes_of(aml::local(0)), (Bytes{0x60}));
+    EXPECT_EQ(bytes_of(aml::local(7)), (Bytes{0x67}));
+    EXPECT_EQ(bytes_of(aml::arg(0)), (Bytes{0x68}));
+    EXPECT_EQ(bytes_of(aml::arg(6)), (Bytes{0x6e}));
+    EXPECT_FALSE(aml::local(8).ok());
+    EXPECT_FALSE(aml::arg(7).ok());
+}
+
+// Method bodies as iasl encodes them.
+TEST(Aml, MethodBodies) {
+    // Method (_EVT, 1, NotSerialized) { Local0 = GDAT  If ((Local0 & One)) { Notify (PWRB, 0x80) } }
+    auto evt = aml::method("_EVT", 1, false, {
+        aml::store(aml::name_string("GDAT"), aml::local(0)),
+        aml::if_then(aml::bit_and(aml::local(0), aml::one()), {aml::notify("PWRB", aml::integer(0x80))}),
+    });
+    EXPECT_EQ(bytes_of(evt), (Bytes{0x14, 0x19, '_', 'E', 'V', 'T', 0x01, 0x70, 'G', 'D', 'A', 'T', 0x60, 0xa0, 0x0c,
+                                    0x7b, 0x60, 0x01, 0x00, 0x86, 'P', 'W', 'R', 'B', 0x0a, 0x80}));
+    // If (((Arg0 == 0x09) && (ToInteger (Arg1) == One))) { Return (One) }
+    auto cond = aml::if_then(aml::logical_and(aml::logical_equal(aml::arg(0), aml::integer(9)),
+                                              aml::logical_equal(aml::to_integer(aml::arg(1)), aml::one())),
+                             {aml::return_value(aml::one())});
+    EXPECT_EQ(bytes_of(cond),
+              (Bytes{0xa0, 0x0d, 0x90, 0x93, 0x68, 0x0a, 0x09, 0x93, 0x99, 0x69, 0x00, 0x01, 0xa4, 0x01}));
+    // Store (And (Arg1, 0x0F, ), Local7)
+    EXPECT_EQ(bytes_of(aml::store(aml::bit_and(aml::arg(1), aml::integer(0x0f)), aml::local(7))),
+              (Bytes{0x70, 0x7b, 0x69, 0x0a, 0x0f, 0x00, 0x67}));
+    // Errors in operands and bodies travel up.
+    EXPECT_FALSE(aml::store(aml::one(), aml::local(9)).ok());
+    EXPECT_FALSE(aml::if_then(aml::one(), {aml::notify("bad!", aml::one())}).ok());
+    EXPECT_FALSE(aml::logical_equal(aml::arg(7), aml::one()).ok());
+}

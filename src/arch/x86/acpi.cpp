@@ -66,6 +66,7 @@ constexpr uint8_t kMadtLocalX2Apic = 9;
 constexpr uint8_t kMadtLocalX2ApicNmi = 10;
 constexpr uint32_t kLapicEnabled = 1u << 0;
 constexpr uint16_t kMpsActiveHighEdge = 0x1 | (0x1 << 2);  // polarity bits 1:0, trigger bits 3:2
+constexpr uint16_t kMpsActiveHighLevel = 0x1 | (0x3 << 2);
 constexpr uint8_t kLint1 = 1;                               // where the NMI is wired
 constexpr uint32_t kFirstX2ApicId = 255;                    // 0xff is the xAPIC broadcast id
 
@@ -123,6 +124,14 @@ std::vector<uint8_t> build_madt(const AcpiConfig& config) {
         put(t, 2, 4);  // GSI 2
         put(t, kMpsActiveHighEdge, 2);
     }
+    // ISA IRQs are edge-triggered unless overridden; the GED's is a level
+    // (the DSDT's _CRS for \_SB.GED0 says the same).
+    put(t, kMadtIntSourceOverride, 1);
+    put(t, 10, 1);
+    put(t, 0, 1);        // bus: ISA
+    put(t, kGsiGed, 1);  // IRQ
+    put(t, kGsiGed, 4);  // GSI
+    put(t, kMpsActiveHighLevel, 2);
     put(t, kMadtLocalApicNmi, 1);
     put(t, 6, 1);
     put(t, 0xff, 1);  // all processors

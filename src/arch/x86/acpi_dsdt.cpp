@@ -40,6 +40,42 @@ aml::Term i8042() {
     });
 }
 
+// The power button of a hardware-reduced platform: a control-method button
+// (ACPI 6.3, 4.8.2.2.1.2) that the GED's _EVT notifies.
+aml::Term power_button() {
+    return aml::device("PWRB", {
+        aml::name("_HID", aml::eisa_id("PNP0C0C")),
+        aml::name("_UID", aml::zero()),
+    });
+}
+
+// The Generic Event Device (ACPI 6.3, 5.6.9): its interrupt makes the OS run
+// _EVT, which reads the pending events (the read clears them and lowers the
+// level-triggered line) and notifies the devices they are for. Notify value
+// 0x80 on a button: pressed.
+aml::Term generic_event_device() {
+    constexpr uint8_t kButtonPressed = 0x80;
+    constexpr uint8_t kEventRegisterBytes = 4;
+    return aml::device("GED0", {
+        aml::name("_HID", aml::string("ACPI0013")),
+        aml::name("_UID", aml::zero()),
+        aml::name("_CRS", aml::resource_template({
+            aml::memory32_fixed(true, static_cast<uint32_t>(kGedStart), static_cast<uint32_t>(kGedSize)),
+            aml::interrupt({.consumer = true, .level = true, .active_low = false, .shared = false}, kGsiGed),
+        })),
+        aml::operation_region("GDST", aml::RegionSpace::SystemMemory, kGedStart, kEventRegisterBytes),
+        aml::field("GDST", aml::FieldAccess::DWord, false, aml::FieldUpdate::Preserve, {{"GDAT", 32}}),
+        // Arg0 is the GSI; GED0 has only one. "PWRB" without a path is found
+        // by the namespace search from \_SB.GED0 upward (as iasl writes it).
+        aml::method("_EVT", 1, false, {
+            aml::store(aml::name_string("GDAT"), aml::local(0)),
+            aml::if_then(aml::bit_and(aml::local(0), aml::integer(kGedEventPowerButton)), {
+                aml::notify("PWRB", aml::integer(kButtonPressed)),
+            }),
+        }),
+    });
+}
+
 // ACPI 6 describes processors as devices; _UID matches the MADT's ACPI
 // processor UID, which is how the OS pairs this object with a local APIC.
 aml::Term cpu(uint32_t index) {
@@ -56,7 +92,8 @@ aml::Term cpu(uint32_t index) {
 
 base::Result<std::vector<uint8_t>> build_dsdt(const AcpiConfig& config) {
     static_assert(kAcpiMaxCpus <= 0x1000, "CPU device names have three hex digits");
-    std::vector<aml::Term> sb{com1(), i8042(), pci_root_bridge(), ecam_reservation()};
+    std::vector<aml::Term> sb{com1(), i8042(), pci_root_bridge(), ecam_reservation(), power_button(),
+                              generic_event_device()};
     for (uint32_t i = 0; i < config.cpu_count; ++i) sb.push_back(cpu(i));
 
     // \_S5: {SLP_TYPa, SLP_TYPb, reserved, reserved}. Hardware-reduced

@@ -1,6 +1,7 @@
 // The DSDT: \_S5 for power-off through the FADT sleep registers, and under
 // \_SB the devices an OS cannot discover on its own (COM1, the i8042, the
-// PCI root bridge and its ECAM reservation) and one processor device per CPU.
+// PCI root bridge and its ECAM reservation, the power button and the Generic
+// Event Device that reports its presses) and one processor device per CPU.
 #pragma once
 
 #include <cstdint>

@@ -26,6 +26,21 @@ constexpr uint8_t kDeviceOp = 0x82;  // after kExtOpPrefix
 constexpr uint8_t kRootChar = '\\';
 constexpr uint8_t kParentPrefixChar = '^';
 constexpr uint8_t kReturnOp = 0xa4;
+constexpr uint8_t kOpRegionOp = 0x80;  // after kExtOpPrefix
+constexpr uint8_t kFieldOp = 0x81;     // after kExtOpPrefix
+constexpr uint8_t kLocal0Op = 0x60;
+constexpr uint8_t kArg0Op = 0x68;
+constexpr uint8_t kStoreOp = 0x70;
+constexpr uint8_t kAndOp = 0x7b;
+constexpr uint8_t kNotifyOp = 0x86;
+constexpr uint8_t kLAndOp = 0x90;
+constexpr uint8_t kLEqualOp = 0x93;
+constexpr uint8_t kToIntegerOp = 0x99;
+constexpr uint8_t kIfOp = 0xa0;
+constexpr uint8_t kNullName = 0x00;  // "no target"
+constexpr unsigned kLocalCount = 8;
+constexpr unsigned kArgCount = 7;
+constexpr uint8_t kFieldLockRule = 0x10;  // FieldFlags bit 4; update rule in bits 6-5
 
 // Resource descriptor tags (ACPI 6.3, section 6.4).
 constexpr uint8_t kIrqNoFlagsTag = 0x22;      // small, IRQ, 2 data bytes
@@ -260,6 +275,72 @@ Term return_value(const Term& value) {
     t += value;
     return t;
 }
+
+namespace {
+
+// A NameSeg on its own ("GDAT"), as a field unit is named.
+Term name_seg(std::string_view seg) {
+    if (seg.find_first_of(".\\^") != std::string_view::npos)
+        return fail("invalid ACPI name \"" + std::string(seg) + "\": expected one name segment");
+    return name_string(seg);
+}
+
+Term opcode(uint8_t op, const std::vector<Term>& operands) {
+    Term t{{op}, {}};
+    t += concat(operands);
+    return t;
+}
+
+}  // namespace
+
+Term operation_region(std::string_view path, RegionSpace space, uint64_t offset, uint64_t length) {
+    Term t{{kExtOpPrefix, kOpRegionOp}, {}};
+    t += name_string(path);
+    t.bytes.push_back(static_cast<uint8_t>(space));
+    t += integer(offset);
+    t += integer(length);
+    return t;
+}
+
+Term field(std::string_view region, FieldAccess access, bool lock, FieldUpdate update,
+           const std::vector<FieldUnit>& units) {
+    Term inner = name_string(region);
+    inner.bytes.push_back(static_cast<uint8_t>(static_cast<unsigned>(access) | (lock ? kFieldLockRule : 0u) |
+                                               (static_cast<unsigned>(update) << 5)));
+    for (const FieldUnit& unit : units) {
+        if (unit.bits == 0) return fail("AML field unit " + unit.name + " has no bits");
+        if (unit.name.empty()) inner.bytes.push_back(kNullName);  // ReservedField
+        else inner += name_seg(unit.name);
+        auto length = encode_pkg_length(unit.bits);  // the bit count, not counting its own bytes
+        if (!length.ok()) return fail(length.error().message);
+        inner.bytes.insert(inner.bytes.end(), length->begin(), length->end());
+    }
+    return with_pkg_length({kExtOpPrefix, kFieldOp}, inner);
+}
+
+Term local(unsigned index) {
+    if (index >= kLocalCount) return fail("AML has Local0..Local7, not Local" + std::to_string(index));
+    return Term{{static_cast<uint8_t>(kLocal0Op + index)}, {}};
+}
+
+Term arg(unsigned index) {
+    if (index >= kArgCount) return fail("AML has Arg0..Arg6, not Arg" + std::to_string(index));
+    return Term{{static_cast<uint8_t>(kArg0Op + index)}, {}};
+}
+
+Term store(const Term& source, const Term& target) { return opcode(kStoreOp, {source, target}); }
+Term bit_and(const Term& left, const Term& right) { return opcode(kAndOp, {left, right, Term{{kNullName}, {}}}); }
+Term logical_and(const Term& left, const Term& right) { return opcode(kLAndOp, {left, right}); }
+Term logical_equal(const Term& left, const Term& right) { return opcode(kLEqualOp, {left, right}); }
+Term to_integer(const Term& operand) { return opcode(kToIntegerOp, {operand, Term{{kNullName}, {}}}); }
+
+Term if_then(const Term& predicate, const std::vector<Term>& body) {
+    Term inner = predicate;
+    inner += concat(body);
+    return with_pkg_length({kIfOp}, inner);
+}
+
+Term notify(std::string_view object, const Term& value) { return opcode(kNotifyOp, {name_string(object), value}); }
 
 Term io(uint16_t min, uint16_t max, uint8_t alignment, uint8_t length) {
     Term t{{kIoTag, 0x01}, {}};  // information bit 0: decodes 16 address bits

@@ -60,6 +60,31 @@ Term method(std::string_view path, uint8_t arg_count, bool serialized,
             const std::vector<Term>& body);
 Term return_value(const Term& value);
 
+// Operation regions and fields (ACPI 6.3, sections 19.6.100 and 19.6.48).
+enum class RegionSpace : uint8_t { SystemMemory = 0, SystemIo = 1, PciConfig = 2 };
+Term operation_region(std::string_view path, RegionSpace space, uint64_t offset, uint64_t length);
+enum class FieldAccess : uint8_t { Any = 0, Byte = 1, Word = 2, DWord = 3, QWord = 4, Buffer = 5 };
+enum class FieldUpdate : uint8_t { Preserve = 0, WriteAsOnes = 1, WriteAsZeros = 2 };
+struct FieldUnit {
+    std::string name;  // one NameSeg ("GDAT"); empty: `bits` reserved bits (ASL's ", 4")
+    uint32_t bits = 0;
+};
+Term field(std::string_view region, FieldAccess access, bool lock, FieldUpdate update,
+           const std::vector<FieldUnit>& units);
+
+// Method bodies. Operands are Terms: integers, name_string() references to
+// named objects (a field unit, a device), local(), arg() or other
+// expressions. Results that are only used as values go to no target.
+Term local(unsigned index);  // Local0..Local7
+Term arg(unsigned index);    // Arg0..Arg6
+Term store(const Term& source, const Term& target);   // Store (source, target): target = source
+Term bit_and(const Term& left, const Term& right);    // And (left, right, ): left & right
+Term logical_and(const Term& left, const Term& right);    // LAnd: left && right
+Term logical_equal(const Term& left, const Term& right);  // LEqual: left == right
+Term to_integer(const Term& operand);                 // ToInteger (operand, )
+Term if_then(const Term& predicate, const std::vector<Term>& body);  // If (predicate) { body }
+Term notify(std::string_view object, const Term& value);             // Notify (object, value)
+
 // Resource descriptors, for resource_template().
 Term io(uint16_t min, uint16_t max, uint8_t alignment, uint8_t length);  // Decode16
 Term irq_no_flags(uint8_t irq);  // ISA IRQ 0..15: edge, active high, exclusive

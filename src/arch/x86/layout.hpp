@@ -39,6 +39,11 @@ constexpr uint64_t kPciMmio32Start = 0xc0000000;   // BARs
 constexpr uint64_t kPciMmio32Size = 0x20000000;
 constexpr uint64_t kPciEcamStart = 0xe0000000;     // PCIe MMCONFIG, bus 0 only
 constexpr uint64_t kPciEcamSize = 1 * MiB;
+// Platform devices sit between ECAM and the IOAPIC, outside the PCI window
+// (which is all the guest ever places BARs in).
+constexpr uint64_t kGedStart = 0xfea00000;         // ACPI Generic Event Device (power button)
+constexpr uint64_t kGedSize = 4 * KiB;
+constexpr uint32_t kGedEventPowerButton = 1u << 0;  // in the GED's event register at offset 0
 constexpr uint64_t kIoapicStart = 0xfec00000;
 constexpr uint64_t kLapicStart = 0xfee00000;
 constexpr uint64_t kHighRamStart = 4 * GiB;
@@ -66,6 +71,22 @@ constexpr uint32_t pci_intx_gsi(uint32_t slot) { return kPciIntxGsiBase + slot %
 
 constexpr uint8_t kIrqCom1 = 4;
 constexpr uint8_t kIrqI8042 = 1;                 // keyboard (ISA IRQ 1)
+// The GED's interrupt. KVM's IOAPIC has 24 inputs and PCI INTx takes
+// 16-23, so it is an ISA one: 9, where PCs put ACPI's SCI, free here
+// because a hardware-reduced FADT has no SCI. Level-triggered, active high
+// (the MADT overrides ISA IRQ 9 to say so, as QEMU's PC does for its SCI):
+// the GED holds the line high while events are pending, and KVM's IOAPIC
+// delivers a level that was raised while the pin was masked as soon as the
+// guest unmasks it, where an edge would be lost.
+constexpr uint32_t kGsiGed = 9;
+
+static_assert(kPciMmio32Start + kPciMmio32Size <= kPciEcamStart, "PCI window overlaps ECAM");
+static_assert(kPciEcamStart + kPciEcamSize <= kGedStart && kGedStart + kGedSize <= kIoapicStart,
+              "the GED page must sit between ECAM and the IOAPIC");
+static_assert(kGedStart % (4 * KiB) == 0, "the GED register page is page-aligned");
+static_assert(kGsiGed < kPciIntxGsiBase && kGsiGed != kIrqCom1 && kGsiGed != kIrqI8042 && kGsiGed != 0 &&
+                  kGsiGed != 2,
+              "the GED's GSI collides with another interrupt (0 and 2 are the PIT's)");
 
 constexpr uint64_t kMinRam = 16 * MiB;
 constexpr uint64_t kMaxRam = 1024 * GiB;
