@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "devices/legacy/ged.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "migration/memory_file.hpp"
 #include "devices/legacy/post_code.hpp"
@@ -41,6 +42,7 @@ namespace popek::devices {
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Serial::State, ier, lcr, mcr, scr, dll, dlm, fcr, thr_empty_pending, rx)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(I8042::State, command_byte, pending_command, output)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(PostCode::State, last_code, writes)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Ged::State, pending)
 
 }  // namespace popek::devices
 

@@ -183,7 +183,10 @@ Reply Machine::shutdown_command(const ShutdownCommand& c) {
     return Reply::ok({{"state", "stopping"}, {"power_button", pressed}, {"timeout_ms", c.timeout_ms}});
 }
 
-bool Machine::press_power_button() { return false; }
+bool Machine::press_power_button() {
+    ged_->press_power_button();
+    return true;
+}
 
 Result<void> Machine::arm_forced_shutdown(uint32_t timeout_ms) {
     if (!shutdown_timer_.valid()) {

@@ -102,11 +102,14 @@ Result<void> Machine::build_devices(const SavedDevices* saved) {
         serial_ = std::make_unique<devices::Serial>(console_.out_fd, com1_irq, saved->com1);
         i8042_ = std::make_unique<devices::I8042>(*this, saved->i8042);
         post_code_ = std::make_unique<devices::PostCode>(saved->post_code);
+        ged_ = std::make_unique<devices::Ged>(&interrupts_->legacy_line(x86::kGsiGed), saved->ged);
     } else {
         serial_ = std::make_unique<devices::Serial>(console_.out_fd, com1_irq);
         i8042_ = std::make_unique<devices::I8042>(*this);
         post_code_ = std::make_unique<devices::PostCode>();
+        ged_ = std::make_unique<devices::Ged>(&interrupts_->legacy_line(x86::kGsiGed));
     }
+    POPEK_TRY(mmio_.insert(x86::kGedStart, x86::kGedSize, ged_.get(), "ged"));
     debug_exit_ = std::make_unique<devices::DebugExit>(*this);
     acpi_power_ = std::make_unique<devices::AcpiPower>(*this, x86::kAcpiS5SleepType, x86::kAcpiSleepEnable);
 

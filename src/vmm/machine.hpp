@@ -15,6 +15,7 @@
 #include "devices/guest_exit.hpp"
 #include "devices/legacy/acpi_power.hpp"
 #include "devices/legacy/debug_exit.hpp"
+#include "devices/legacy/ged.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/post_code.hpp"
 #include "devices/pci/config_access.hpp"
@@ -101,6 +102,7 @@ private:
     std::unique_ptr<devices::DebugExit> debug_exit_;
     std::unique_ptr<devices::AcpiPower> acpi_power_;
     std::unique_ptr<devices::PostCode> post_code_;
+    std::unique_ptr<devices::Ged> ged_;  // ACPI power button
     devices::Bus pio_{"port I/O"};
     devices::Bus mmio_{"MMIO"};
 

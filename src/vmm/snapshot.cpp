@@ -34,6 +34,7 @@ Result<void> decode_devices(const json& devs, const VmConfig& cfg, SavedDevices&
     out.com1 = devs.at("com1").get<devices::Serial::State>();
     out.i8042 = devs.at("i8042").get<devices::I8042::State>();
     out.post_code = devs.at("post-code").get<devices::PostCode::State>();
+    out.ged = devs.at("ged").get<devices::Ged::State>();
     for (const auto& [id, type] : virtio_devices_of(cfg)) {
         if (!devs.contains(id)) return Error{"device '" + id + "' is missing"};
         const json& d = devs.at(id);
@@ -112,6 +113,7 @@ Result<json> Machine::save_state_tree() {
     devs["com1"] = serial_->save();
     devs["i8042"] = i8042_->save();
     devs["post-code"] = post_code_->save();
+    devs["ged"] = ged_->save();
     for (auto* t : virtio_) {
         json d;
         d["transport"] = t->save();

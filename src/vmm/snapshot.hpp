@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/result.hpp"
+#include "devices/legacy/ged.hpp"
 #include "devices/legacy/i8042.hpp"
 #include "devices/legacy/post_code.hpp"
 #include "devices/serial/serial.hpp"
@@ -53,6 +54,7 @@ struct SavedDevices {
     devices::Serial::State com1;
     devices::I8042::State i8042;
     devices::PostCode::State post_code;
+    devices::Ged::State ged;
     std::map<std::string, SavedVirtio> virtio;  // by device id ("disk0", "net0", "rng0", "console0")
 };
 
