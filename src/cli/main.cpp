@@ -5,6 +5,7 @@
 #include <string>
 
 #include "base/bytes.hpp"
+#include "cli/ctl.hpp"
 #include "vmm/config.hpp"
 #include "vmm/machine.hpp"
 
@@ -84,9 +85,12 @@ int main(int argc, char** argv) {
         ->default_val("serial");
     run->add_flag("--print-devices", cfg.print_devices, "Print the PCI devices (lspci style) to stderr before booting");
 
+    cli::CtlOptions ctl_options;
+    auto* ctl = cli::add_ctl_command(app, ctl_options);
+
     const std::string first = argc > 1 ? argv[1] : "";
-    if (!first.empty() && first[0] != '-' && first != "run" && first != "version")
-        return fail(std::string("unknown command '") + argv[1] + "' (expected run or version; see popek --help)");
+    if (!first.empty() && first[0] != '-' && first != "run" && first != "ctl" && first != "version")
+        return fail(std::string("unknown command '") + argv[1] + "' (expected run, ctl or version; see popek --help)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -94,7 +98,7 @@ int main(int argc, char** argv) {
     } catch (const CLI::CallForAllHelp& e) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
-        if (argc == 1) return fail("no command given (expected run or version; see popek --help)");
+        if (argc == 1) return fail("no command given (expected run, ctl or version; see popek --help)");
         // One line, not CLI11's multi-line banner.
         return fail(e.what());
     }
@@ -103,6 +107,7 @@ int main(int argc, char** argv) {
         std::printf("popek %s\n", POPEK_VERSION);
         return 0;
     }
+    if (ctl->parsed()) return cli::run_ctl(ctl_options);
     auto bytes = base::parse_size(memory);
     if (!bytes) return fail("--memory " + memory + ": expected a size like 256M or 2G");
     cfg.memory_bytes = *bytes;
