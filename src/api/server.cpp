@@ -13,6 +13,10 @@ namespace popek::api {
 namespace {
 
 constexpr unsigned kMaxConnections = 32;
+// A body over kMaxBodyBytes is read and dropped, then refused with 413:
+// answering before it is read makes the client's send fail with EPIPE and
+// lose the answer. Only a body declared larger than this is refused at once.
+constexpr unsigned long long kMaxDrainBytes = 1 << 20;
 constexpr unsigned kIdleTimeoutSeconds = 60;
 constexpr const char* kJson = "application/json";
 constexpr const char* kMetricsType = "text/plain; version=0.0.4";
@@ -71,12 +75,12 @@ MHD_Result send(MHD_Connection* connection, const HttpResponse& r) {
     return ret;
 }
 
-bool declared_too_large(MHD_Connection* connection) {
+bool too_large_to_drain(MHD_Connection* connection) {
     const char* length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (length == nullptr) return false;
     char* end = nullptr;
     const unsigned long long n = std::strtoull(length, &end, 10);
-    return end != length && n > kMaxBodyBytes;
+    return end != length && n > kMaxDrainBytes;
 }
 
 void request_completed(void*, MHD_Connection*, void** req_cls, MHD_RequestTerminationCode) {
@@ -105,7 +109,7 @@ struct RequestHandler {
         auto* state = static_cast<RequestState*>(*req_cls);
         if (state == nullptr) {  // headers only; the body (if any) comes next
             *req_cls = state = new RequestState;
-            if (declared_too_large(connection)) return send(connection, from_error(body_too_large()));
+            if (too_large_to_drain(connection)) return send(connection, from_error(body_too_large()));
             return MHD_YES;
         }
         if (*upload_data_size != 0) {
