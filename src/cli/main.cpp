@@ -4,7 +4,9 @@
 #include <cstdio>
 #include <string>
 
+#include "api/server.hpp"
 #include "base/bytes.hpp"
+#include "cli/ctl.hpp"
 #include "vmm/config.hpp"
 #include "vmm/machine.hpp"
 
@@ -32,10 +34,17 @@ int exit_status(const devices::GuestExit& e) {
 }
 
 // Runs a built machine to its end and maps how the guest ended to an exit status.
-int run_machine(vmm::Machine& machine) {
+int run_machine(vmm::Machine& machine, const std::string& api_sock) {
     if (!machine.console().pty_path.empty())
         std::fprintf(stderr, "popek: serial console on %s\n", machine.console().pty_path.c_str());
+    std::unique_ptr<api::ApiServer> api;  // destroyed before the machine it controls
+    if (!api_sock.empty()) {
+        auto server = api::ApiServer::start(api_sock, machine);
+        if (!server) return fail("--api-sock " + api_sock + ": " + server.error().message);
+        api = std::move(server).value();
+    }
     auto result = machine.run();
+    api.reset();
     if (!result) {
         std::fprintf(stderr, "popek: %s\n", result.error().message.c_str());
         return 1;
@@ -53,17 +62,17 @@ int run_machine(vmm::Machine& machine) {
     return exit_status(e);
 }
 
-int run_vm(const vmm::VmConfig& cfg) {
+int run_vm(const vmm::VmConfig& cfg, const std::string& api_sock) {
     auto machine = vmm::Machine::create(cfg);
     if (!machine) return fail(machine.error().message);
     if (cfg.print_devices) std::fprintf(stderr, "%s", (*machine)->describe_devices().c_str());
-    return run_machine(**machine);
+    return run_machine(**machine, api_sock);
 }
 
-int restore_vm(const vmm::RestoreOptions& options) {
+int restore_vm(const vmm::RestoreOptions& options, const std::string& api_sock) {
     auto machine = vmm::Machine::restore(options);
     if (!machine) return fail(machine.error().message);
-    return run_machine(**machine);
+    return run_machine(**machine, api_sock);
 }
 
 }  // namespace
@@ -94,6 +103,8 @@ int main(int argc, char** argv) {
     run->add_option("--console", console, "Console device: serial (the UART) or virtio (virtio-console on stdio)")
         ->default_val("serial");
     run->add_flag("--print-devices", cfg.print_devices, "Print the PCI devices (lspci style) to stderr before booting");
+    std::string api_sock, restore_api_sock;
+    run->add_option("--api-sock", api_sock, "Serve the control API (REST, JSON) on this Unix socket");
 
     vmm::RestoreOptions restore_opts;
     auto* restore = app.add_subcommand("restore", "Continue a VM from a snapshot directory");
@@ -101,10 +112,16 @@ int main(int argc, char** argv) {
     restore->add_flag("--eager", restore_opts.eager,
                       "Read all guest memory before running (default: map it copy-on-write, load on first touch)");
     restore->add_option("--serial", restore_opts.serial, "Serial console: stdio, file:PATH, pty or none (default: as saved)");
+    restore->add_option("--api-sock", restore_api_sock, "Serve the control API on this Unix socket");
+
+    cli::CtlOptions ctl_options;
+    auto* ctl = cli::add_ctl_command(app, ctl_options);
 
     const std::string first = argc > 1 ? argv[1] : "";
-    if (!first.empty() && first[0] != '-' && first != "run" && first != "version" && first != "restore")
-        return fail(std::string("unknown command '") + argv[1] + "' (expected run, restore or version; see popek --help)");
+    if (!first.empty() && first[0] != '-' && first != "run" && first != "version" && first != "restore" &&
+        first != "ctl")
+        return fail(std::string("unknown command '") + argv[1] +
+                    "' (expected run, restore, ctl or version; see popek --help)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -112,7 +129,7 @@ int main(int argc, char** argv) {
     } catch (const CLI::CallForAllHelp& e) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
-        if (argc == 1) return fail("no command given (expected run or version; see popek --help)");
+        if (argc == 1) return fail("no command given (expected run, restore, ctl or version; see popek --help)");
         // One line, not CLI11's multi-line banner.
         return fail(e.what());
     }
@@ -121,7 +138,8 @@ int main(int argc, char** argv) {
         std::printf("popek %s\n", POPEK_VERSION);
         return 0;
     }
-    if (restore->parsed()) return restore_vm(restore_opts);
+    if (restore->parsed()) return restore_vm(restore_opts, restore_api_sock);
+    if (ctl->parsed()) return cli::run_ctl(ctl_options);
     auto bytes = base::parse_size(memory);
     if (!bytes) return fail("--memory " + memory + ": expected a size like 256M or 2G");
     cfg.memory_bytes = *bytes;
@@ -139,5 +157,5 @@ int main(int argc, char** argv) {
     auto console_device = vmm::parse_console(console);
     if (!console_device) return fail(console_device.error().message);
     cfg.console = *console_device;
-    return run_vm(cfg);
+    return run_vm(cfg, api_sock);
 }
