@@ -176,7 +176,7 @@ protected:
         EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
     }
     static TempDir* dir_;
-    int n_ = 0;
+    static inline int n_ = 0;
 };
 TempDir* SnapshotRefusal::dir_ = nullptr;
 
