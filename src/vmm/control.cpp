@@ -196,9 +196,10 @@ Result<void> Machine::arm_forced_shutdown(uint32_t timeout_ms) {
         POPEK_TRY(events_->add(fd, EPOLLIN, [this, fd, timeout_ms](uint32_t) {
             uint64_t n;
             (void)!::read(fd, &n, sizeof n);
-            request_exit({devices::GuestExitKind::PowerOff, 0,
-                          "forced power-off: the guest did not shut down within " + std::to_string(timeout_ms) +
-                              " ms of the power button"});
+            const std::string why = "forced power-off: the guest did not shut down within " +
+                                    std::to_string(timeout_ms) + " ms of the power button";
+            std::fprintf(stderr, "popek: %s\n", why.c_str());
+            request_exit({devices::GuestExitKind::PowerOff, 0, why});
             return false;
         }));
     }
