@@ -98,7 +98,11 @@ bool is_zero_page(const uint8_t* page) {
     return true;
 }
 
-Result<MemoryFileInfo> save_memory(const memory::GuestMemory& mem, const std::string& path) {
+Result<MemoryFileInfo> save_memory(const memory::GuestMemory& mem, const std::string& final_path) {
+    // Written aside and renamed into place: `final_path` may be the very
+    // file a lazily restored VM's RAM is mapped from, which must not change
+    // under it (truncating it would fault the guest's untouched pages).
+    const std::string path = final_path + ".tmp";
     base::UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!out.valid()) return Error::from_errno("creating " + path);
     MemoryFileInfo info;
@@ -135,6 +139,8 @@ Result<MemoryFileInfo> save_memory(const memory::GuestMemory& mem, const std::st
         }
     }
     if (::fsync(out.get()) != 0) return Error::from_errno("fsync " + path);
+    if (::rename(path.c_str(), final_path.c_str()) != 0)
+        return Error::from_errno("renaming " + path + " to " + final_path);
     info.digest = XXH3_64bits_digest(digest.get());
     return info;
 }

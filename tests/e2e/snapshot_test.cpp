@@ -103,6 +103,40 @@ TEST(Snapshot, ComputeFinishesWithTheSameChecksumAt20RandomPoints) {
     }
 }
 
+// A lazily restored VM maps its RAM from the snapshot's memory file; saving
+// it again into the same directory must not disturb that mapping, and the
+// new snapshot must restore too.
+TEST(Snapshot, ARestoredVmSnapshotsIntoItsOwnDirectory) {
+    auto reference = run_process({POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", kCompute, "--memory", "64M"},
+                                 120s);
+    const std::string expected = checksum_of(reference.out);
+    ASSERT_FALSE(expected.empty()) << reference.out;
+
+    TempDir dir;
+    const std::string snap = dir.path("snap");
+    {
+        Child source(run_argv(kCompute, dir.path("a.sock")));
+        ASSERT_TRUE(source.wait_for_line("PROBE-READY", 30s)) << source.err();
+        ASSERT_EQ(ctl(dir.path("a.sock"), {"snapshot", snap}).exit_code, 0);
+    }  // the source is killed: only the snapshot lives on
+    Child restored({POPEK_BIN, "restore", "--snapshot", snap, "--api-sock", dir.path("b.sock")});
+    // Its API answers once it runs (a restored probe prints nothing until it is done).
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (ctl(dir.path("b.sock"), {"info"}).exit_code != 0) {
+        ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the restored VM's API never answered";
+        std::this_thread::sleep_for(5ms);
+    }
+    auto again = ctl(dir.path("b.sock"), {"snapshot", snap});
+    ASSERT_EQ(again.exit_code, 0) << again.err;
+    auto first = restored.finish(120s);
+    ASSERT_EQ(first.exit_code, 0) << first.err;
+    EXPECT_EQ(checksum_of(first.out), expected) << first.out;
+
+    auto second = restore(snap);
+    ASSERT_EQ(second.exit_code, 0) << second.err;
+    EXPECT_EQ(checksum_of(second.out), expected) << second.out;
+}
+
 // The probe's blk-test pattern: byte i of sector s (guest/probe/virtio_blk.c).
 uint8_t pattern(uint64_t sector, uint64_t i) {
     return static_cast<uint8_t>((sector * 131 + (sector >> 8) * 17 + i * 7 + (i >> 8) * 3) & 0xff);
