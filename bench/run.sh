@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # popek vs QEMU-KVM on the probe guest, in one run. Prints Markdown tables.
 # Needs root for the network namespace and TAP of the virtio-net row.
+# BENCH_PARTS picks the parts (default "vmm snapshot"); BENCH_RUNS and
+# BENCH_SNAPSHOT_RUNS the runs per median.
 set -euo pipefail
 BUILD=${1:-build}
+PARTS=${BENCH_PARTS:-vmm snapshot}
 DISK=/dev/shm/popek-bench-$$.img
 NS=popek-bench-$$
 cleanup() {
@@ -11,19 +14,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# virtio-blk image on tmpfs: the benchmark measures the VMMs, not a disk.
-truncate -s 256M "$DISK"
-dd if=/dev/urandom of="$DISK" bs=1M count=256 conv=notrunc status=none
+if [[ " $PARTS " == *" vmm "* ]]; then
+  # virtio-blk image on tmpfs: the benchmark measures the VMMs, not a disk.
+  truncate -s 256M "$DISK"
+  dd if=/dev/urandom of="$DISK" bs=1M count=256 conv=notrunc status=none
 
-net_args=()
-if [ "$(id -u)" -eq 0 ] && command -v ip >/dev/null; then
-  ip netns add "$NS"
-  ip -n "$NS" tuntap add dev btap0 mode tap
-  ip -n "$NS" link set btap0 up
-  net_args=(--netns "$NS" --tap btap0 --tap-echo "$BUILD/bin/popek_tap_echo" --frames "${BENCH_FRAMES:-20000}")
-else
-  echo "bench: not root, skipping the virtio-net row" >&2
+  net_args=()
+  if [ "$(id -u)" -eq 0 ] && command -v ip >/dev/null; then
+    ip netns add "$NS"
+    ip -n "$NS" tuntap add dev btap0 mode tap
+    ip -n "$NS" link set btap0 up
+    net_args=(--netns "$NS" --tap btap0 --tap-echo "$BUILD/bin/popek_tap_echo" --frames "${BENCH_FRAMES:-20000}")
+  else
+    echo "bench: not root, skipping the virtio-net row" >&2
+  fi
+
+  "$BUILD/bin/popek_vmm_bench" --popek "$BUILD/bin/popek" --probe "$BUILD/guest/probe.elf" \
+    --runs "${BENCH_RUNS:-10}" --exits "${BENCH_EXITS:-1000000}" --disk "$DISK" "${net_args[@]}"
 fi
 
-"$BUILD/bin/popek_vmm_bench" --popek "$BUILD/bin/popek" --probe "$BUILD/guest/probe.elf" \
-  --runs "${BENCH_RUNS:-10}" --exits "${BENCH_EXITS:-1000000}" --disk "$DISK" "${net_args[@]}"
+# Snapshot and restore, 128 MiB and 1 GiB guests; snapshot files on tmpfs
+# for both VMMs, like the disk image above.
+if [[ " $PARTS " == *" snapshot "* ]]; then
+  echo
+  "$BUILD/bin/popek_snapshot_bench" --popek "$BUILD/bin/popek" --probe "$BUILD/guest/probe.elf" \
+    --runs "${BENCH_SNAPSHOT_RUNS:-5}" --dir /dev/shm
+fi

@@ -21,11 +21,17 @@
 
 #include <fmt/core.h>
 
+#include "bench_util.hpp"
+
 extern char** environ;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using popek::bench::Child;
+using popek::bench::Clock;
+using popek::bench::median;
+using popek::bench::ms_since;
+using popek::bench::qemu_probe_argv;
 
 struct Run {
     double ready_ms = -1;  // spawn -> PROBE-READY seen
@@ -49,32 +55,20 @@ long status_kib(pid_t pid, const char* key) {
 // workload is done, then waits for exit (or kills after `timeout`).
 Run run_once(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
     Run r;
-    int out[2];
-    if (::pipe2(out, O_CLOEXEC) != 0) return r;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    pid_t pid;
-    auto t0 = Clock::now();
-    if (::posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ) != 0) return r;
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(out[1]);
-    auto ms = [&] { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); };
-    std::string pending;
+    const auto t0 = Clock::now();
+    Child child = Child::spawn(argv);
+    if (!child.valid()) return r;
+    const pid_t pid = child.pid();
+    auto ms = [&] { return ms_since(t0); };
     for (;;) {
-        pollfd p{out[0], POLLIN, 0};
+        pollfd p{child.out(), POLLIN, 0};
         int left = static_cast<int>(timeout.count() * 1000 - static_cast<long>(ms()));
         if (left <= 0 || ::poll(&p, 1, left) <= 0) {
             ::kill(pid, SIGKILL);
             break;
         }
         char buf[4096];
-        ssize_t n = ::read(out[0], buf, sizeof buf);
+        ssize_t n = ::read(child.out(), buf, sizeof buf);
         if (n <= 0) break;
         double now = ms();
         r.output.append(buf, static_cast<size_t>(n));
@@ -85,17 +79,8 @@ Run run_once(const std::vector<std::string>& argv, std::chrono::seconds timeout)
             r.shmem_kib = status_kib(pid, "RssShmem:");
         }
     }
-    ::close(out[0]);
-    int st = 0;
-    ::waitpid(pid, &st, 0);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    r.status = child.wait();
     return r;
-}
-
-double median(std::vector<double> v) {
-    if (v.empty()) return -1;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
 }
 
 struct Opts {
@@ -126,16 +111,8 @@ std::vector<std::string> popek_argv(const Opts& o, const std::string& cmdline, D
 }
 
 std::vector<std::string> qemu_argv(const Opts& o, const std::string& cmdline, Devices dev = Devices::None) {
-    // microvm: QEMU's fastest-starting machine; guest RAM from a memfd like popek's,
-    // so both processes' guest memory shows up as shared memory and not as overhead.
-    // Devices need its PCIe host (pcie=on).
-    std::string machine = "microvm,x-option-roms=off,rtc=off,pic=off,pit=on,isa-serial=on";
-    if (dev != Devices::None) machine += ",pcie=on";
-    std::vector<std::string> a{o.qemu, "-M", machine,
-            "-accel", "kvm", "-m", o.memory, "-nodefaults", "-no-user-config",
-            "-nographic", "-serial", "stdio", "-object",
-            "memory-backend-memfd,id=mem,size=" + o.memory, "-M", "memory-backend=mem",
-            "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-kernel", o.probe, "-append", cmdline};
+    // Devices need microvm's PCIe host.
+    auto a = qemu_probe_argv(o.qemu, o.probe, o.memory, cmdline, dev != Devices::None);
     if (dev == Devices::Disk)
         a.insert(a.end(), {"-drive", "file=" + o.disk + ",if=none,format=raw,id=d0", "-device",
                            "virtio-blk-pci,drive=d0,disable-legacy=on"});
