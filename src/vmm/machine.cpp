@@ -50,6 +50,11 @@ Result<void> Machine::build(const VmConfig& cfg, const LoadedSnapshot* snapshot)
         return Error{"--cpus " + std::to_string(cfg.cpus) + ": this host's KVM allows at most " +
                      std::to_string(hv_->max_vcpus())};
     POPEK_ASSIGN_OR_RETURN(vm_, hv_->create_vm(hv::VmOptions{cfg.cpus}));
+    // VM-wide ioctls that wait for a memory-slot change to settle (~5 ms
+    // under KVM-PVM) go before the slots are registered in the background.
+    // Where the backend can batch them, POST-code writes stop costing a trip to user space.
+    (void)vm_->batch_port_writes(x86::kPortPostCode, 1);
+    if (snapshot != nullptr) POPEK_TRY(vm_->restore_state(snapshot->vm));
 
     auto ranges = x86::ram_ranges(cfg.memory_bytes);
     if (snapshot == nullptr) {
@@ -118,8 +123,6 @@ Result<void> Machine::build_devices(const SavedDevices* saved) {
     POPEK_TRY(pio_.insert(x86::kPortDebugExit, 4, debug_exit_.get(), "debug-exit"));
     POPEK_TRY(pio_.insert(x86::kPortAcpiSleepControl, 2, acpi_power_.get(), "acpi-power"));
     POPEK_TRY(pio_.insert(x86::kPortPostCode, 1, post_code_.get(), "post-code"));
-    // Where the backend can batch them, POST-code writes stop costing a trip to user space.
-    (void)vm_->batch_port_writes(x86::kPortPostCode, 1);
     POPEK_TRY(build_pci(saved));
 
     POPEK_ASSIGN_OR_RETURN(events_, base::EventLoop::create("popek-events"));

@@ -140,7 +140,6 @@ Result<std::unique_ptr<Machine>> Machine::restore(const RestoreOptions& options)
 }
 
 Result<void> Machine::restore_and_build(const LoadedSnapshot& snap) {
-    POPEK_TRY(vm_->restore_state(snap.vm));
     POPEK_ASSIGN_OR_RETURN(console_, open_console(cfg_));
     POPEK_TRY(build_devices(&snap.devices));
     return build_vcpus(nullptr, nullptr);
