@@ -55,17 +55,20 @@ size_t encode_payload(Codec codec, uint64_t gpn, ConstPage page, CodecContext& c
 //   1. an all-zero page is a Zero record;
 //   2. a cached page that changed little (delta under a quarter of a page)
 //      is an XBZRLE record — re-sent dirty pages usually are;
-//   3. otherwise WKdm, which is fast and wins on pages of words (integers,
-//      pointers, page tables); kept at once if under a quarter of a page;
-//   4. else lz4 (zstd if the options prefer ratio), bounded by WKdm's size,
-//      and the smaller of the two is kept — unless WKdm saw a page of
-//      unrelated words (few zeros or matches: random or already compressed
-//      data), where lz4 rarely gains and is skipped.
-// Nothing fitting means a raw page.
+//   3. WKdm's model over the first 128 words (an eighth of the page) is the
+//      cheap estimate: at most half of them misses means a page of words
+//      (integers, pointers, page tables), where WKdm is fast and good, so
+//      WKdm, kept at once if at most half a page (lz4 rarely beats it there);
+//   4. otherwise (text, code, random data), or if WKdm left more than
+//      half: lz4 (zstd if the options prefer ratio), bounded by WKdm's
+//      size, and the smaller of the two is kept.
+// Nothing fitting means a raw page. (Measured in bench/compress_bench.cpp.)
 struct Choice {
     Codec codec = Codec::None;
     size_t size = kNoGain;
 };
+
+constexpr size_t kSampleWords = 128;
 
 Choice choose(uint64_t gpn, ConstPage page, CodecContext& ctx, std::span<uint8_t> dst) {
     if (is_zero_page(page)) return {Codec::Zero, 0};
@@ -74,15 +77,17 @@ Choice choose(uint64_t gpn, ConstPage page, CodecContext& ctx, std::span<uint8_t
         if (n != kNoGain) return {Codec::Xbzrle, n};
     }
     Choice best;
-    const size_t wk = encode_wkdm(page, dst);
-    if (wk != kNoGain) {
-        best = {Codec::Wkdm, wk};
-        if (wk <= kPageSize / 4) return best;
+    if (wkdm_sample_misses(page, kSampleWords) <= kSampleWords / 2) {
+        const size_t wk = encode_wkdm(page, dst);
+        if (wk != kNoGain) {
+            best = {Codec::Wkdm, wk};
+            if (wk <= kPageSize / 2) return best;
+        }
     }
     const Codec second = ctx.options().auto_prefers_ratio ? Codec::Zstd : Codec::Lz4;
+    if (best.size == kNoGain) return {second, encode_payload(second, gpn, page, ctx, dst)};
     auto& scratch = ctx.scratch();
-    const size_t cap = best.size == kNoGain ? dst.size() : best.size - 1;
-    const size_t n = encode_payload(second, gpn, page, ctx, std::span<uint8_t>{scratch}.first(cap));
+    const size_t n = encode_payload(second, gpn, page, ctx, std::span<uint8_t>{scratch}.first(best.size - 1));
     if (n != kNoGain) {
         std::memcpy(dst.data(), scratch.data(), n);
         best = {second, n};

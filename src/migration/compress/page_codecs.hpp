@@ -20,6 +20,9 @@ constexpr size_t kNoGain = SIZE_MAX;
 
 size_t encode_wkdm(ConstPage page, std::span<uint8_t> dst);
 base::Result<void> decode_wkdm(std::span<const uint8_t> payload, MutPage out);
+// WKdm's model over the page's first `words` words: how many are misses
+// (the cheap estimate Auto uses to skip WKdm on text, code or random data).
+size_t wkdm_sample_misses(ConstPage page, size_t words);
 
 // `old` is the cached version of the page.
 size_t encode_xbzrle(ConstPage page, ConstPage old, std::span<uint8_t> dst);

@@ -56,6 +56,19 @@ inline uint32_t load_word(const uint8_t* p) {
 
 }  // namespace
 
+size_t wkdm_sample_misses(ConstPage page, size_t words) {
+    std::array<uint32_t, kDictSize> dict{};
+    size_t misses = 0;
+    for (size_t i = 0; i < words && i < kWords; ++i) {
+        const uint32_t w = load_word(page.data() + 4 * i);
+        if (w == 0) continue;
+        const uint32_t h = dict_index(w);
+        if (((dict[h] ^ w) >> kLowBits) != 0) ++misses;
+        dict[h] = w;
+    }
+    return misses;
+}
+
 size_t encode_wkdm(ConstPage page, std::span<uint8_t> dst) {
     std::array<uint32_t, kDictSize> dict{};
     std::array<uint8_t, kWords> tags;
