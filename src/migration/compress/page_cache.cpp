@@ -41,7 +41,7 @@ void PageCache::insert(uint64_t gpn, ConstPage page) {
         slots_[s].gpn = gpn;
         index_.emplace(gpn, s);
     }
-    std::memcpy(slots_[s].bytes->data(), page.data(), kPageSize);
+    std::memmove(slots_[s].bytes->data(), page.data(), kPageSize);  // page may be this slot
     push_newest(s);
 }
 

@@ -133,16 +133,15 @@ base::Result<void> decode_wkdm(std::span<const uint8_t> payload, MutPage out) {
         return base::Error{fmt::format("WKdm payload of {} bytes is shorter than its {} bytes of tags",
                                        payload.size(), kTagBytes)};
     }
+    // Count the tags 32 at a time: per 2-bit field, lo = bit 0, hi = bit 1.
     Counts n;
-    for (size_t i = 0; i < kTagBytes; ++i) {
-        for (uint32_t shift = 0; shift < 8; shift += 2) {
-            switch ((payload[i] >> shift) & 3) {
-            case kExact: ++n.indices; break;
-            case kPartial: ++n.indices; ++n.lows; break;
-            case kMiss: ++n.misses; break;
-            default: break;
-            }
-        }
+    for (size_t i = 0; i < kTagBytes; i += 8) {
+        uint64_t t;
+        std::memcpy(&t, payload.data() + i, 8);
+        const uint64_t lo = t & 0x5555555555555555ull, hi = (t >> 1) & 0x5555555555555555ull;
+        n.misses += static_cast<size_t>(__builtin_popcountll(lo & hi));
+        n.indices += static_cast<size_t>(__builtin_popcountll(lo ^ hi));  // exact or partial
+        n.lows += static_cast<size_t>(__builtin_popcountll(hi & ~lo));
     }
     if (payload.size() != n.payload_size()) {
         return base::Error{fmt::format("WKdm payload is {} bytes but its tags describe {}", payload.size(),
@@ -155,33 +154,45 @@ base::Result<void> decode_wkdm(std::span<const uint8_t> payload, MutPage out) {
     const uint32_t tail_bits = static_cast<uint32_t>(n.lows * kLowBits % 8);
     if (tail_bits != 0 && (payload.back() >> tail_bits) != 0) return base::Error{"WKdm low-bit padding is not zero"};
 
-    std::array<uint32_t, kDictSize> dict{};
-    size_t ni = 0;
+    // Unpack the index and low-bit sections first (as the original does),
+    // then rebuild the words in one simple loop.
+    std::array<uint8_t, kWords + 1> idx;
+    for (size_t i = 0; i < (n.indices + 1) / 2; ++i) {
+        idx[2 * i] = index[i] & 0xf;
+        idx[2 * i + 1] = static_cast<uint8_t>(index[i] >> 4);
+    }
+    std::array<uint16_t, kWords> lows;
     uint64_t acc = 0;
     uint32_t bits = 0;
-    for (size_t i = 0; i < kWords; ++i) {
+    for (size_t i = 0; i < n.lows; ++i) {
+        while (bits < kLowBits) {
+            acc |= uint64_t{*low++} << bits;
+            bits += 8;
+        }
+        lows[i] = static_cast<uint16_t>(acc & kLowMask);
+        acc >>= kLowBits;
+        bits -= kLowBits;
+    }
+
+    std::array<uint32_t, kDictSize> dict{};
+    const uint8_t* next_idx = idx.data();
+    const uint16_t* next_low = lows.data();
+    uint8_t* dst = out.data();
+    for (size_t i = 0; i < kWords; ++i, dst += 4) {
         const uint32_t tag = (payload[i / 4] >> (2 * (i % 4))) & 3;
         uint32_t w = 0;
         if (tag == kMiss) {
             w = load_word(miss);
             miss += 4;
             dict[dict_index(w)] = w;
-        } else if (tag != kZero) {
-            const uint32_t h = (index[ni / 2] >> (4 * (ni % 2))) & 0xf;
-            ++ni;
-            w = dict[h];
-            if (tag == kPartial) {
-                while (bits < kLowBits) {
-                    acc |= uint64_t{*low++} << bits;
-                    bits += 8;
-                }
-                w = (w & ~kLowMask) | static_cast<uint32_t>(acc & kLowMask);
-                acc >>= kLowBits;
-                bits -= kLowBits;
-                dict[h] = w;
-            }
+        } else if (tag == kExact) {
+            w = dict[*next_idx++];
+        } else if (tag == kPartial) {
+            const uint8_t h = *next_idx++;
+            w = (dict[h] & ~kLowMask) | *next_low++;
+            dict[h] = w;
         }
-        std::memcpy(out.data() + 4 * i, &w, 4);
+        std::memcpy(dst, &w, 4);
     }
     return base::ok();
 }
