@@ -289,8 +289,8 @@ struct ApiServer::Threads {
                 }
                 continue;
             }
-            join_finished();
             try {
+                join_finished();
                 serve(std::move(fd));
             } catch (...) {  // no thread or no memory for this one: it is closed, the others go on
             }
