@@ -1,5 +1,6 @@
-// The other end of the API socket, over libcurl: what `popek ctl` and the
-// tests use. One connection per request; blocks until the reply is in.
+// The other end of the API socket, over Boost.Beast (client.cpp only): what
+// `popek ctl` and the tests use. One connection per request; blocks until
+// the reply is in.
 #pragma once
 
 #include <string>

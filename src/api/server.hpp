@@ -1,6 +1,7 @@
-// The REST API on a Unix socket: libmicrohttpd does HTTP, request.hpp turns
-// each request into a vmm::Command, the Controller executes it, and the
-// Reply goes back as JSON (or text for metrics). Nothing else happens here.
+// The REST API on a Unix socket: Boost.Beast does HTTP (in server.cpp only),
+// request.hpp turns each request into a vmm::Command, the Controller executes
+// it, and the Reply goes back as JSON (or text for metrics). Nothing else
+// happens here.
 #pragma once
 
 #include <sys/types.h>
@@ -10,8 +11,6 @@
 
 #include "base/result.hpp"
 #include "vmm/control.hpp"
-
-struct MHD_Daemon;
 
 namespace popek::api {
 
@@ -33,15 +32,14 @@ public:
     [[nodiscard]] const std::string& socket_path() const { return path_; }
 
 private:
-    ApiServer(std::string path, vmm::Controller& controller) : path_(std::move(path)), controller_(controller) {}
+    struct Threads;  // the listening socket, the accept thread and one thread per connection
+
+    explicit ApiServer(std::string path);
 
     std::string path_;
-    vmm::Controller& controller_;
-    MHD_Daemon* daemon_ = nullptr;
+    std::unique_ptr<Threads> threads_;
     dev_t dev_ = 0;
     ino_t ino_ = 0;
-
-    friend struct RequestHandler;
 };
 
 }  // namespace popek::api

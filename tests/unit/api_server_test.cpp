@@ -270,6 +270,18 @@ TEST_F(ApiServerTest, BodyOver64KiBIs413) {
     EXPECT_EQ(controller_.executed(), 0);
 }
 
+TEST_F(ApiServerTest, BodyOver1MiBIsRefusedBeforeItIsReadAndTheClientStillHearsWhy) {
+    auto server = start();
+    ASSERT_TRUE(server);
+    // The server answers after the headers and closes; the client's send
+    // fails part way, and it reads the 413 that is already waiting.
+    auto r = request("PUT", "/vm/snapshot", std::string(4 << 20, ' '));
+    EXPECT_EQ(r.status, 413);
+    EXPECT_NE(error_of(r).find("larger than 65536 bytes"), std::string::npos) << r.body;
+    EXPECT_EQ(request("GET", "/vm").status, 200);
+    EXPECT_EQ(controller_.executed(), 1);
+}
+
 TEST_F(ApiServerTest, KeepsServingAfterErrors) {
     auto server = start();
     ASSERT_TRUE(server);
