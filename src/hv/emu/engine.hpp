@@ -1,0 +1,203 @@
+// One emulated x86-64 CPU: fetches decoded blocks from the block cache (by
+// guest-physical address), runs their instructions' handlers, delivers
+// exceptions and interrupts, and returns to the caller for port I/O, HLT,
+// shutdown or when its budget is spent. The handlers (exec_*.cpp) use the
+// public helpers below for operands, memory and the stack; a translator
+// would call the same helpers from generated code.
+#pragma once
+
+#include <atomic>
+#include <array>
+#include <cstdint>
+#include <memory>
+
+#include "hv/emu/block_cache.hpp"
+#include "hv/emu/cpu.hpp"
+#include "hv/emu/decoder.hpp"
+#include "hv/emu/insn.hpp"
+#include "hv/emu/mmu.hpp"
+#include "hv/emu/phys_memory.hpp"
+#include "hv/hypervisor.hpp"
+
+namespace popek::hv::emu {
+
+inline constexpr uint8_t kVecDE = 0, kVecDB = 1, kVecNMI = 2, kVecBP = 3, kVecOF = 4, kVecBR = 5;
+inline constexpr uint8_t kVecUD = 6, kVecNM = 7, kVecDF = 8, kVecTS = 10, kVecNP = 11, kVecSS = 12;
+inline constexpr uint8_t kVecGP = 13, kVecPF = 14, kVecMF = 16, kVecAC = 17, kVecMC = 18, kVecXM = 19;
+
+// Why an InternalError exit happened (RunExit::detail).
+enum class InternalReason : uint64_t {
+    None = 0,
+    UnsupportedPaging = 1,   // CR0.PG without long mode (32-bit/PAE paging)
+    UnsupportedMode = 2,     // event delivery outside real mode and long mode
+};
+
+struct RunExit {
+    ExitKind kind = ExitKind::Interrupted;
+    uint16_t port = 0;        // Io
+    uint8_t size = 0;         // Io: bytes
+    bool is_write = false;    // Io
+    uint8_t* data = nullptr;  // Io: `size` bytes; for a read the caller fills them before run()
+    uint64_t detail = 0;      // InternalError: InternalReason; Shutdown: the last exception vector
+};
+
+struct EngineStats {
+    uint64_t instructions = 0;
+    uint64_t blocks_decoded = 0;
+    uint64_t exceptions = 0;
+    uint16_t last_unimplemented = 0;  // ZydisMnemonic of the last unimplemented instruction seen
+};
+
+class Engine {
+public:
+    explicit Engine(PhysMemory& mem);
+
+    CpuState& state() { return s; }
+    // Runs until an exit or until about `max_instructions` have executed
+    // (then ExitKind::Interrupted). Completes a pending port read first.
+    RunExit run(uint64_t max_instructions);
+    // Thread-safe: the current or next run() returns Interrupted soon.
+    void request_exit() { exit_requested_.store(true, std::memory_order_relaxed); }
+    void clear_exit_request() { exit_requested_.store(false, std::memory_order_relaxed); }
+    // A pending external interrupt (INTR) with this vector; taken when RFLAGS.IF allows.
+    void raise_irq(uint8_t vector) { irq_pending_ = true; irq_vector_ = vector; }
+    [[nodiscard]] bool irq_pending() const { return irq_pending_; }
+    // The caller changed CR0/CR3/CR4/EFER or segments behind the engine's back.
+    void state_changed() { mmu_.flush_all(); }
+    // Someone other than this CPU wrote guest memory (DMA, the loader):
+    // drop the blocks decoded from [gpa, gpa+len).
+    void invalidate_code(uint64_t gpa, uint64_t len);
+    [[nodiscard]] const EngineStats& stats() const { return stats_; }
+    BlockCache& blocks() { return blocks_; }
+    Mmu& mmu() { return mmu_; }
+
+    // ---- for handlers ------------------------------------------------------
+    CpuState s;
+    uint64_t next_rip = 0;  // where the current instruction continues (handlers of branches set it)
+
+    Flow raise(uint8_t vector);
+    Flow raise(uint8_t vector, uint32_t error_code);
+    Flow page_fault(uint64_t la, uint32_t error_code);
+    // Delivers an event through the IDT (or IVT in real mode), RIP of the
+    // interrupted context = return_rip. False if delivery faulted (pending).
+    bool deliver_event(uint8_t vector, bool has_error, uint32_t error, bool software, uint64_t return_rip);
+    void note_unimplemented(uint16_t mnemonic) { stats_.last_unimplemented = mnemonic; }
+    void set_exit(const RunExit& e) { exit_ = e; }
+    uint8_t* io_data() { return io_data_.data(); }
+    // Port I/O permission (IOPL, then the TSS I/O bitmap); raises #GP if denied.
+    bool io_allowed(uint16_t port, unsigned size);
+
+    // Effective address (segment offset) of a memory operand.
+    [[nodiscard]] uint64_t ea(const Insn& i, const Operand& o) const {
+        uint64_t a = static_cast<uint64_t>(o.value);
+        if (o.reg == kRipBase) {
+            a += next_rip;
+        } else if (o.reg != kNoReg) {
+            a += s.gpr[o.reg];
+        }
+        if (o.index != kNoReg) a += s.gpr[o.index] << o.scale;
+        return i.addrsize == 8 ? a : i.addrsize == 4 ? (a & 0xffffffffULL) : (a & 0xffff);
+    }
+    // Segment offset → linear address with the canonical check (#GP/#SS).
+    bool linear(uint8_t seg, uint64_t offset, uint64_t& la);
+    [[nodiscard]] bool user_mode() const { return cpl(s) == 3; }
+
+    // Linear-address accesses of 1, 2, 4 or 8 bytes (any alignment).
+    bool read_la(uint64_t la, unsigned size, uint64_t& v, bool user, Access acc = Access::Read);
+    bool write_la(uint64_t la, unsigned size, uint64_t v, bool user);
+    // Segment:offset accesses at the current privilege.
+    bool read_mem(uint8_t seg, uint64_t off, unsigned size, uint64_t& v, Access acc = Access::Read) {
+        uint64_t la;
+        return linear(seg, off, la) && read_la(la, size, v, user_mode(), acc);
+    }
+    bool write_mem(uint8_t seg, uint64_t off, unsigned size, uint64_t v) {
+        uint64_t la;
+        return linear(seg, off, la) && write_la(la, size, v, user_mode());
+    }
+    // Byte ranges (FXSAVE areas, 16-byte operands): all pages are checked before anything is written.
+    bool read_bytes(uint8_t seg, uint64_t off, void* dst, size_t n);
+    bool write_bytes(uint8_t seg, uint64_t off, const void* src, size_t n);
+    // Checks that [la, la+n) may be written without writing it.
+    bool probe_write(uint64_t la, size_t n, bool user);
+
+    // Register operands with x86 write rules (32-bit writes zero-extend).
+    [[nodiscard]] uint64_t get_reg(const Operand& o) const {
+        const uint64_t r = s.gpr[o.reg];
+        if (o.high8) return (r >> 8) & 0xff;
+        return o.size == 8 ? r : r & ((1ULL << (o.size * 8)) - 1);
+    }
+    void set_reg(const Operand& o, uint64_t v) {
+        uint64_t& r = s.gpr[o.reg];
+        if (o.high8) {
+            r = (r & ~0xff00ULL) | ((v & 0xff) << 8);
+        } else {
+            set_gpr(o.reg, o.size, v);
+        }
+    }
+    void set_gpr(unsigned reg, unsigned size, uint64_t v) {
+        uint64_t& r = s.gpr[reg];
+        switch (size) {
+        case 1: r = (r & ~0xffULL) | (v & 0xff); break;
+        case 2: r = (r & ~0xffffULL) | (v & 0xffff); break;
+        case 4: r = v & 0xffffffffULL; break;
+        default: r = v; break;
+        }
+    }
+    // Any operand: register, memory (at the current privilege) or immediate.
+    bool read_op(const Insn& i, const Operand& o, uint64_t& v, Access acc = Access::Read);
+    bool write_op(const Insn& i, const Operand& o, uint64_t v);
+
+    // The stack (SS:RSP with the current stack-address size).
+    bool push(uint64_t v, unsigned size);
+    bool pop(uint64_t& v, unsigned size);
+    [[nodiscard]] unsigned stack_addr_size() const {
+        if (in_64bit_code(s)) return 8;
+        return s.seg[kSs].db ? 4 : 2;
+    }
+    // Loads RIP for a branch with the canonical / limit check.
+    Flow jump(uint64_t target, unsigned opsize);
+
+private:
+    Block* fetch_block();
+    Block* decode_block(uint64_t la, const Translation& t, CodeMode mode);
+    [[nodiscard]] CodeMode code_mode() const;
+    bool translate(uint64_t la, Access acc, bool user, Translation& t);
+    void on_code_write(uint64_t gpa);
+    void deliver_pending_exception();
+    void complete_pending_io();
+    bool access_cross_page(uint64_t la, unsigned size, uint64_t& v, bool user, Access acc, bool write);
+
+    PhysMemory& mem_;
+    Mmu mmu_;
+    Decoder decoder_;
+    BlockCache blocks_;
+    Block scratch_;  // uncached blocks (an instruction across two pages, code outside RAM)
+    std::atomic<bool> exit_requested_{false};
+    bool irq_pending_ = false;
+    uint8_t irq_vector_ = 0;
+    // The exception raised by the current instruction.
+    uint8_t exc_vector_ = 0;
+    bool exc_has_error_ = false;
+    uint32_t exc_error_ = 0;
+    uint8_t delivering_ = 0xff;  // vector being delivered (double-fault detection), 0xff none
+    bool shutdown_ = false;
+    InternalReason internal_ = InternalReason::None;
+    RunExit exit_{};
+    std::array<uint8_t, 8> io_data_{};
+
+public:
+    // A port read or INS waiting for its data (completed by the next run()).
+    struct PendingIn {
+        bool active = false;
+        bool string = false;   // INS: store at ES:RDI, step RDI and RCX
+        bool rep = false;
+        uint8_t size = 0;
+        uint8_t addrsize = 8;
+        uint64_t insn_rip = 0, after_rip = 0;
+    } pending_in;
+
+private:
+    EngineStats stats_{};
+};
+
+}  // namespace popek::hv::emu
