@@ -121,12 +121,18 @@ public:
     void poke(uint64_t gpa, T v) {
         std::memcpy(ram(gpa), &v, sizeof v);
     }
-    void load(uint64_t gpa, const std::vector<uint8_t>& bytes) { std::memcpy(ram(gpa), bytes.data(), bytes.size()); }
+    // Writes guest memory behind the engine's back, as a loader or DMA would,
+    // and tells the engine so (it drops blocks decoded from there).
+    void load(uint64_t gpa, const std::vector<uint8_t>& bytes) {
+        std::memcpy(ram(gpa), bytes.data(), bytes.size());
+        engine_->invalidate_code(gpa, bytes.size());
+    }
 
     // Loads `code` at kCode and runs from there until something other than the budget stops it.
     RunExit run(const std::vector<uint8_t>& code, uint64_t budget = 10'000'000) {
         load(kCode, code);
         st().rip = kCode;
+        st().halted = false;
         return resume(budget);
     }
     RunExit resume(uint64_t budget = 10'000'000) {

@@ -9,6 +9,13 @@ using namespace alu;
 
 enum class Sh { Shl, Shr, Sar, Rol, Ror, Rcl, Rcr };
 
+// A shift whose masked count is 0 changes no flags, but a 32-bit register
+// destination is still written, which clears its upper half.
+Flow keep_zero_count(Engine& e, const Operand& d, uint64_t value) {
+    if (d.kind == OpKind::Gpr && d.size == 4) e.set_reg(d, value);
+    return Flow::Next;
+}
+
 template <Sh k>
 Flow shift(Engine& e, const Insn& i) {
     const Operand& d = i.op[0];
@@ -17,7 +24,7 @@ Flow shift(Engine& e, const Insn& i) {
     if (!e.read_op(i, d, a, Access::Write)) return Flow::Fault;
     if (i.nops > 1 && !e.read_op(i, i.op[1], count)) return Flow::Fault;
     count &= size == 8 ? 63 : 31;
-    if (count == 0) return Flow::Next;  // no result, no flags
+    if (count == 0) return keep_zero_count(e, d, a);
     a &= mask(size);
     const uint64_t m = mask(size), sb = sign_bit(size);
     const auto msb = [sb](uint64_t v) { return (v & sb) != 0; };
@@ -95,7 +102,7 @@ Flow double_shift(Engine& e, const Insn& i) {
         return Flow::Fault;
     }
     count &= size == 8 ? 63 : 31;
-    if (count == 0) return Flow::Next;
+    if (count == 0) return keep_zero_count(e, d, a);
     a &= mask(size);
     b &= mask(size);
     uint64_t r = 0;
