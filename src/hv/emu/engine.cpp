@@ -188,6 +188,8 @@ RunExit Engine::run(uint64_t max_instructions) {
         }
         ++b->executions;
         const uint64_t gen = blocks_.generation();
+        // After STI or MOV SS only the shadowed instruction runs before interrupts are looked at again.
+        const bool shadowed = s.interrupt_shadow;
         const uint64_t ip_mask = b->mode == CodeMode::Long64 ? ~0ULL
                                  : b->mode == CodeMode::Prot32 ? 0xffffffffULL : 0xffffULL;
         for (const Insn& i : b->insns) {
@@ -201,7 +203,7 @@ RunExit Engine::run(uint64_t max_instructions) {
                 s.rip = next_rip;
                 // A branch (or a REP instruction yielding) leaves the block; so
                 // does a write that dropped blocks (this one may be stale now).
-                if (next_rip != fallthrough || blocks_.generation() != gen) break;
+                if (next_rip != fallthrough || blocks_.generation() != gen || shadowed) break;
                 continue;
             }
             if (f == Flow::Fault) {
