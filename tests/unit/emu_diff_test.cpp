@@ -23,7 +23,9 @@ constexpr F ALL = rflags::Arith;
 struct State {
     uint64_t gpr[16];
     uint64_t rflags;
+    Xmm xmm[16];
 };
+constexpr int32_t kXmmOffset = 136;
 
 // One generated instruction (or a few, for forms that need set-up).
 struct Piece {
@@ -309,6 +311,10 @@ public:
         a(ZYDIS_MNEMONIC_PUSH, {R(ZYDIS_REGISTER_RDI)});
         a(ZYDIS_MNEMONIC_PUSH, {M(8, ZYDIS_REGISTER_RDI, 128)});
         a(ZYDIS_MNEMONIC_POPFQ);
+        for (int k = 0; k < 16; ++k) {
+            a(ZYDIS_MNEMONIC_MOVDQU, {R(static_cast<ZydisRegister>(ZYDIS_REGISTER_XMM0 + k)),
+                                      M(16, ZYDIS_REGISTER_RDI, kXmmOffset + k * 16)});
+        }
         for (unsigned k = 0; k < 16; ++k) {
             if (k == kRsp || k == kRdi) continue;
             a(ZYDIS_MNEMONIC_MOV, {R(static_cast<ZydisRegister>(ZYDIS_REGISTER_RAX + k)), M(8, ZYDIS_REGISTER_RDI, k * 8)});
@@ -319,6 +325,10 @@ public:
         a(ZYDIS_MNEMONIC_PUSHFQ);
         a(ZYDIS_MNEMONIC_PUSH, {R(ZYDIS_REGISTER_RAX)});
         a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RAX), M(8, ZYDIS_REGISTER_RSP, 16)});
+        for (int k = 0; k < 16; ++k) {
+            a(ZYDIS_MNEMONIC_MOVDQU, {M(16, ZYDIS_REGISTER_RAX, kXmmOffset + k * 16),
+                                      R(static_cast<ZydisRegister>(ZYDIS_REGISTER_XMM0 + k))});
+        }
         for (unsigned k = 1; k < 16; ++k) {
             if (k == kRsp) continue;
             a(ZYDIS_MNEMONIC_MOV, {M(8, ZYDIS_REGISTER_RAX, k * 8), R(static_cast<ZydisRegister>(ZYDIS_REGISTER_RAX + k))});
@@ -357,31 +367,117 @@ std::string disassemble(const std::vector<uint8_t>& code) {
     return out;
 }
 
-TEST(EmuDifferential, RandomIntegerSequencesMatchTheHostCpu) {
+// SSE2 integer and move instructions between XMM registers (and GPRs).
+class SseGenerator {
+public:
+    explicit SseGenerator(uint64_t seed) : rng_(seed) {}
+    uint64_t value() { return base_.value(); }
+
+    Piece piece(F) {
+        for (;;) {
+            Piece p;
+            if (make(p)) return p;
+        }
+    }
+
+private:
+    unsigned pick(unsigned n) { return static_cast<unsigned>(rng_() % n); }
+    ZydisRegister xmm() { return static_cast<ZydisRegister>(ZYDIS_REGISTER_XMM0 + pick(16)); }
+    ZydisRegister gpr(unsigned size) {
+        unsigned idx = pick(15);
+        if (idx >= 4) ++idx;
+        return static_cast<ZydisRegister>((size == 8 ? ZYDIS_REGISTER_RAX : ZYDIS_REGISTER_EAX) + idx);
+    }
+    static bool emit(Piece& p, ZydisMnemonic m, std::initializer_list<AsmOp> ops) {
+        ZydisEncoderRequest req;
+        std::memset(&req, 0, sizeof req);
+        req.machine_mode = ZYDIS_MACHINE_MODE_LONG_64;
+        req.mnemonic = m;
+        req.operand_count = static_cast<ZyanU8>(ops.size());
+        size_t k = 0;
+        for (const AsmOp& o : ops) req.operands[k++] = o.z;
+        uint8_t buf[ZYDIS_MAX_INSTRUCTION_LENGTH];
+        ZyanUSize len = sizeof buf;
+        if (!ZYAN_SUCCESS(ZydisEncoderEncodeInstruction(&req, buf, &len))) return false;
+        p.bytes.insert(p.bytes.end(), buf, buf + len);
+        return true;
+    }
+
+    bool make(Piece& p) {
+        static constexpr ZydisMnemonic kBinary[] = {
+            ZYDIS_MNEMONIC_PXOR,      ZYDIS_MNEMONIC_POR,       ZYDIS_MNEMONIC_PAND,      ZYDIS_MNEMONIC_PANDN,
+            ZYDIS_MNEMONIC_XORPS,     ZYDIS_MNEMONIC_ORPS,      ZYDIS_MNEMONIC_ANDPS,     ZYDIS_MNEMONIC_ANDNPD,
+            ZYDIS_MNEMONIC_PCMPEQB,   ZYDIS_MNEMONIC_PCMPEQW,   ZYDIS_MNEMONIC_PCMPEQD,   ZYDIS_MNEMONIC_PCMPGTB,
+            ZYDIS_MNEMONIC_PCMPGTW,   ZYDIS_MNEMONIC_PCMPGTD,   ZYDIS_MNEMONIC_PADDB,     ZYDIS_MNEMONIC_PADDW,
+            ZYDIS_MNEMONIC_PADDD,     ZYDIS_MNEMONIC_PADDQ,     ZYDIS_MNEMONIC_PSUBB,     ZYDIS_MNEMONIC_PSUBW,
+            ZYDIS_MNEMONIC_PSUBD,     ZYDIS_MNEMONIC_PSUBQ,     ZYDIS_MNEMONIC_PADDUSB,   ZYDIS_MNEMONIC_PADDUSW,
+            ZYDIS_MNEMONIC_PSUBUSB,   ZYDIS_MNEMONIC_PSUBUSW,   ZYDIS_MNEMONIC_PADDSB,    ZYDIS_MNEMONIC_PADDSW,
+            ZYDIS_MNEMONIC_PSUBSB,    ZYDIS_MNEMONIC_PSUBSW,    ZYDIS_MNEMONIC_PMINUB,    ZYDIS_MNEMONIC_PMAXUB,
+            ZYDIS_MNEMONIC_PMINSW,    ZYDIS_MNEMONIC_PMAXSW,    ZYDIS_MNEMONIC_PMULLW,    ZYDIS_MNEMONIC_PMULHW,
+            ZYDIS_MNEMONIC_PMULHUW,   ZYDIS_MNEMONIC_PMULUDQ,   ZYDIS_MNEMONIC_PAVGB,     ZYDIS_MNEMONIC_PAVGW,
+            ZYDIS_MNEMONIC_PSADBW,    ZYDIS_MNEMONIC_PUNPCKLBW, ZYDIS_MNEMONIC_PUNPCKLWD, ZYDIS_MNEMONIC_PUNPCKLDQ,
+            ZYDIS_MNEMONIC_PUNPCKLQDQ, ZYDIS_MNEMONIC_PUNPCKHBW, ZYDIS_MNEMONIC_PUNPCKHWD, ZYDIS_MNEMONIC_PUNPCKHDQ,
+            ZYDIS_MNEMONIC_PUNPCKHQDQ, ZYDIS_MNEMONIC_UNPCKLPS, ZYDIS_MNEMONIC_UNPCKHPD,  ZYDIS_MNEMONIC_PACKUSWB,
+            ZYDIS_MNEMONIC_PACKSSWB,  ZYDIS_MNEMONIC_PACKSSDW,  ZYDIS_MNEMONIC_MOVDQA,    ZYDIS_MNEMONIC_MOVDQU,
+            ZYDIS_MNEMONIC_MOVAPS,    ZYDIS_MNEMONIC_MOVUPS,    ZYDIS_MNEMONIC_MOVQ,      ZYDIS_MNEMONIC_MOVSS,
+            ZYDIS_MNEMONIC_MOVSD,     ZYDIS_MNEMONIC_MOVHLPS,   ZYDIS_MNEMONIC_MOVLHPS,   ZYDIS_MNEMONIC_PSLLW,
+            ZYDIS_MNEMONIC_PSRLD,     ZYDIS_MNEMONIC_PSRAW,     ZYDIS_MNEMONIC_PSRLQ};
+        static constexpr ZydisMnemonic kShiftImm[] = {ZYDIS_MNEMONIC_PSLLW, ZYDIS_MNEMONIC_PSLLD, ZYDIS_MNEMONIC_PSLLQ,
+                                                      ZYDIS_MNEMONIC_PSRLW, ZYDIS_MNEMONIC_PSRLD, ZYDIS_MNEMONIC_PSRLQ,
+                                                      ZYDIS_MNEMONIC_PSRAW, ZYDIS_MNEMONIC_PSRAD, ZYDIS_MNEMONIC_PSLLDQ,
+                                                      ZYDIS_MNEMONIC_PSRLDQ};
+        static constexpr ZydisMnemonic kShuffle[] = {ZYDIS_MNEMONIC_PSHUFD, ZYDIS_MNEMONIC_PSHUFLW, ZYDIS_MNEMONIC_PSHUFHW,
+                                                     ZYDIS_MNEMONIC_SHUFPS};
+        switch (pick(8)) {
+        case 0:
+        case 1:
+        case 2: return emit(p, kBinary[pick(sizeof kBinary / sizeof kBinary[0])], {R(xmm()), R(xmm())});
+        case 3: return emit(p, kShiftImm[pick(10)], {R(xmm()), I(pick(3) == 0 ? pick(256) : pick(20))});
+        case 4: return emit(p, kShuffle[pick(4)], {R(xmm()), R(xmm()), I(pick(256))});
+        case 5: {
+            const unsigned size = pick(2) ? 8 : 4;
+            const ZydisMnemonic m = size == 8 ? ZYDIS_MNEMONIC_MOVQ : ZYDIS_MNEMONIC_MOVD;
+            return pick(2) ? emit(p, m, {R(xmm()), R(gpr(size))}) : emit(p, m, {R(gpr(size)), R(xmm())});
+        }
+        case 6: return pick(2) ? emit(p, ZYDIS_MNEMONIC_PMOVMSKB, {R(gpr(4)), R(xmm())})
+                               : emit(p, ZYDIS_MNEMONIC_MOVMSKPS, {R(gpr(4)), R(xmm())});
+        default: return pick(2) ? emit(p, ZYDIS_MNEMONIC_PINSRW, {R(xmm()), R(gpr(4)), I(pick(8))})
+                                : emit(p, ZYDIS_MNEMONIC_PEXTRW, {R(gpr(4)), R(xmm()), I(pick(8))});
+        }
+    }
+
+    std::mt19937_64 rng_;
+    Generator base_{0x5eed};
+};
+
+// Runs `sequences` generated sequences on both CPUs and reports the first few that differ.
+template <class Gen>
+void run_differential(Gen& gen, int sequences, int length) {
     HostRunner host;
     ASSERT_TRUE(host.ok());
     Machine m;
-    Generator gen(0x9e3779b97f4a7c15ULL);
-    constexpr int kSequences = 20000;
-    constexpr int kLength = 8;
     int failures = 0;
-    for (int n = 0; n < kSequences && failures < 5; ++n) {
+    for (int n = 0; n < sequences && failures < 5; ++n) {
         std::vector<uint8_t> code;
         F unknown = 0;
-        for (int k = 0; k < kLength; ++k) {
+        for (int k = 0; k < length; ++k) {
             const Piece p = gen.piece(unknown);
             code.insert(code.end(), p.bytes.begin(), p.bytes.end());
             unknown = (unknown & ~p.def) | p.undef;
         }
         State init{};
         for (auto& r : init.gpr) r = gen.value();
+        for (auto& x : init.xmm) x = Xmm{gen.value(), gen.value()};
         init.rflags = (gen.value() & ALL) | rflags::Fixed1 | rflags::IF;
 
         State native = init;
         host.run(code, native);
 
         CpuState& s = m.st();
-        for (unsigned k = 0; k < 16; ++k) s.gpr[k] = init.gpr[k];
+        for (unsigned k = 0; k < 16; ++k) {
+            s.gpr[k] = init.gpr[k];
+            s.xmm[k] = init.xmm[k];
+        }
         s.gpr[kRsp] = Machine::kStackTop;
         s.rflags = init.rflags;
         std::vector<uint8_t> program = code;
@@ -391,15 +487,22 @@ TEST(EmuDifferential, RandomIntegerSequencesMatchTheHostCpu) {
 
         const F mask = ALL & ~unknown;
         std::string diff;
+        char line[128];
         for (unsigned k = 0; k < 16; ++k) {
             if (k == kRsp || s.gpr[k] == native.gpr[k]) continue;
-            char line[96];
             std::snprintf(line, sizeof line, "  r%u: engine %#llx host %#llx\n", k,
                           static_cast<unsigned long long>(s.gpr[k]), static_cast<unsigned long long>(native.gpr[k]));
             diff += line;
         }
+        for (unsigned k = 0; k < 16; ++k) {
+            if (s.xmm[k] == native.xmm[k]) continue;
+            std::snprintf(line, sizeof line, "  xmm%u: engine %016llx%016llx host %016llx%016llx\n", k,
+                          static_cast<unsigned long long>(s.xmm[k].hi), static_cast<unsigned long long>(s.xmm[k].lo),
+                          static_cast<unsigned long long>(native.xmm[k].hi),
+                          static_cast<unsigned long long>(native.xmm[k].lo));
+            diff += line;
+        }
         if (((s.rflags ^ native.rflags) & mask) != 0) {
-            char line[96];
             std::snprintf(line, sizeof line, "  flags: engine %#llx host %#llx (compared %#llx)\n",
                           static_cast<unsigned long long>(s.rflags & mask),
                           static_cast<unsigned long long>(native.rflags & mask), static_cast<unsigned long long>(mask));
@@ -410,6 +513,16 @@ TEST(EmuDifferential, RandomIntegerSequencesMatchTheHostCpu) {
             ADD_FAILURE() << "sequence " << n << " differs:\n" << disassemble(code) << diff;
         }
     }
+}
+
+TEST(EmuDifferential, RandomIntegerSequencesMatchTheHostCpu) {
+    Generator gen(0x9e3779b97f4a7c15ULL);
+    run_differential(gen, 20000, 8);
+}
+
+TEST(EmuDifferential, RandomSseSequencesMatchTheHostCpu) {
+    SseGenerator gen(0x2545f4914f6cdd1dULL);
+    run_differential(gen, 5000, 8);
 }
 
 }  // namespace
