@@ -47,11 +47,11 @@ inline AsmOp M(uint16_t size, ZydisRegister base, int64_t disp = 0, ZydisRegiste
 // Assembles at a known guest address, so branch targets are absolute addresses.
 class Asm {
 public:
-    explicit Asm(uint64_t base) : base_(base) {}
+    explicit Asm(uint64_t base, ZydisMachineMode mode = ZYDIS_MACHINE_MODE_LONG_64) : base_(base), mode_(mode) {}
     Asm& operator()(ZydisMnemonic m, std::initializer_list<AsmOp> ops = {}, ZydisInstructionAttributes prefixes = 0) {
         ZydisEncoderRequest req;
         std::memset(&req, 0, sizeof req);
-        req.machine_mode = ZYDIS_MACHINE_MODE_LONG_64;
+        req.machine_mode = mode_;
         req.mnemonic = m;
         req.prefixes = prefixes;
         req.operand_count = static_cast<ZyanU8>(ops.size());
@@ -75,6 +75,7 @@ public:
 
 private:
     uint64_t base_;
+    ZydisMachineMode mode_;
 };
 
 class Machine {
@@ -84,7 +85,7 @@ public:
     static constexpr uint64_t kGdt = 0x5000, kIdt = 0x6000, kTss = 0x7000;
     static constexpr uint64_t kStackTop = 0x90000, kIstTop = 0x98000, kRsp0 = 0xa0000;
     static constexpr uint64_t kCode = 0x100000, kData = 0x180000, kHandlers = 0x140000;
-    static constexpr uint16_t kKernelCs = 0x10, kKernelDs = 0x18, kUserDs = 0x2b, kUserCs = 0x33, kTssSel = 0x40;
+    static constexpr uint16_t kKernel32Cs = 0x08, kKernelCs = 0x10, kKernelDs = 0x18, kUserDs = 0x2b, kUserCs = 0x33, kTssSel = 0x40;
     static constexpr uint64_t kPte = 0x7;  // present, writable, user
 
     Machine() : ram_(kRamSize, 0), mem_(nullptr) {
@@ -174,6 +175,7 @@ private:
     }
 
     void build_gdt_idt_tss() {
+        poke<uint64_t>(kGdt + 0x08, descriptor(0xb, 0, false, true));  // 32-bit kernel code (__KERNEL32_CS)
         poke<uint64_t>(kGdt + 0x10, descriptor(0xb, 0, true, false));
         poke<uint64_t>(kGdt + 0x18, descriptor(0x3, 0, false, true));
         poke<uint64_t>(kGdt + 0x20, descriptor(0xb, 3, false, true));
