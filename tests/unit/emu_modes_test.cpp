@@ -87,5 +87,90 @@ TEST(EmuModes, RealModeInterruptThroughTheIvt) {
     EXPECT_EQ(s.rip, 0x505u);
 }
 
+TEST(EmuModes, FarJumpsAndCalls) {
+    Machine m;
+    const uint64_t compat = Machine::kCode + 0x800, back = Machine::kCode + 0xc00, callee = Machine::kCode + 0xe00;
+    const uint64_t ptrs = Machine::kData;
+    m.poke<uint32_t>(ptrs, static_cast<uint32_t>(compat));  // m16:32 -> compatibility mode
+    m.poke<uint16_t>(ptrs + 4, Machine::kKernel32Cs);
+    m.poke<uint64_t>(ptrs + 16, callee);                     // m16:64 -> 64-bit callee
+    m.poke<uint16_t>(ptrs + 24, Machine::kKernelCs);
+    Asm a(Machine::kCode);
+    a.bytes({0xff, 0x2c, 0x25});  // JMP FAR [ptrs] (m16:32)
+    const auto p32 = static_cast<uint32_t>(ptrs);
+    a.bytes({static_cast<uint8_t>(p32), static_cast<uint8_t>(p32 >> 8), static_cast<uint8_t>(p32 >> 16),
+             static_cast<uint8_t>(p32 >> 24)});
+    m.load(Machine::kCode, a.code);
+    // Compatibility mode: JMP ptr16:32 back to 64-bit code.
+    std::vector<uint8_t> c = {0xea};
+    for (int k = 0; k < 4; ++k) c.push_back(static_cast<uint8_t>(back >> (8 * k)));
+    c.push_back(Machine::kKernelCs);
+    c.push_back(0);
+    m.load(compat, c);
+    Asm b(back);
+    b.bytes({0x48, 0xff, 0x1c, 0x25});  // CALL FAR [ptrs + 16] (m16:64)
+    const auto p64 = static_cast<uint32_t>(ptrs + 16);
+    b.bytes({static_cast<uint8_t>(p64), static_cast<uint8_t>(p64 >> 8), static_cast<uint8_t>(p64 >> 16),
+             static_cast<uint8_t>(p64 >> 24)});
+    b(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_EBX), I(1)});
+    b(ZYDIS_MNEMONIC_HLT);
+    m.load(back, b.code);
+    Asm f(callee);
+    f(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RCX), M(8, ZYDIS_REGISTER_RSP, 8)});  // the pushed CS
+    f.bytes({0x48, 0xcb});  // LRETQ
+    m.load(callee, f.code);
+    m.st().rip = Machine::kCode;
+    ASSERT_EQ(m.resume().kind, ExitKind::Halt);
+    EXPECT_EQ(m.st().gpr[kRbx], 1u);
+    EXPECT_EQ(m.st().gpr[kRcx], Machine::kKernelCs);
+    EXPECT_EQ(m.st().gpr[kRsp], Machine::kStackTop);
+    EXPECT_TRUE(in_64bit_code(m.st()));
+}
+
+TEST(EmuModes, TrapFlagSingleSteps) {
+    Machine m;
+    const uint64_t counter = Machine::kData + 0x800;
+    Asm h(Machine::kHandlers);
+    h(ZYDIS_MNEMONIC_INC, {M(8, ZYDIS_REGISTER_NONE, static_cast<int64_t>(counter))});
+    h(ZYDIS_MNEMONIC_IRETQ);
+    m.load(Machine::kHandlers, h.code);
+    m.set_gate(kVecDB, Machine::kHandlers);
+    Asm a(Machine::kCode);
+    a(ZYDIS_MNEMONIC_PUSHFQ);
+    a(ZYDIS_MNEMONIC_OR, {M(8, ZYDIS_REGISTER_RSP), I(0x100)});
+    a(ZYDIS_MNEMONIC_POPFQ);  // sets TF: the next instruction is the first to trap
+    a(ZYDIS_MNEMONIC_NOP);
+    a(ZYDIS_MNEMONIC_NOP);
+    a(ZYDIS_MNEMONIC_NOP);
+    a(ZYDIS_MNEMONIC_PUSHFQ);
+    a(ZYDIS_MNEMONIC_AND, {M(8, ZYDIS_REGISTER_RSP), I(~0x100)});
+    a(ZYDIS_MNEMONIC_POPFQ);  // clears TF, but traps itself
+    a(ZYDIS_MNEMONIC_NOP);
+    a(ZYDIS_MNEMONIC_HLT);
+    ASSERT_EQ(m.run(a.code).kind, ExitKind::Halt);
+    EXPECT_EQ(m.peek<uint64_t>(counter), 6u);
+    EXPECT_NE(m.st().dr6 & (1ULL << 14), 0u);
+}
+
+TEST(EmuModes, LslAndLar) {
+    Machine m;
+    Asm a(Machine::kCode);
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_EAX), I(Machine::kKernelDs)});
+    a(ZYDIS_MNEMONIC_LSL, {R(ZYDIS_REGISTER_EBX), R(ZYDIS_REGISTER_EAX)});
+    a(ZYDIS_MNEMONIC_SETZ, {R(ZYDIS_REGISTER_R8B)});
+    a(ZYDIS_MNEMONIC_LAR, {R(ZYDIS_REGISTER_ECX), R(ZYDIS_REGISTER_EAX)});
+    a(ZYDIS_MNEMONIC_XOR, {R(ZYDIS_REGISTER_EAX), R(ZYDIS_REGISTER_EAX)});
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_EDX), I(-1)});
+    a(ZYDIS_MNEMONIC_LSL, {R(ZYDIS_REGISTER_EDX), R(ZYDIS_REGISTER_EAX)});  // null selector: ZF=0, EDX kept
+    a(ZYDIS_MNEMONIC_SETZ, {R(ZYDIS_REGISTER_R9B)});
+    a(ZYDIS_MNEMONIC_HLT);
+    ASSERT_EQ(m.run(a.code).kind, ExitKind::Halt);
+    EXPECT_EQ(m.st().gpr[kRbx], 0xffffffffu);
+    EXPECT_EQ(m.st().gpr[kR8] & 0xff, 1u);
+    EXPECT_EQ(m.st().gpr[kRcx], 0x00cf9300u);
+    EXPECT_EQ(m.st().gpr[kRdx], 0xffffffffu);
+    EXPECT_EQ(m.st().gpr[kR9] & 0xff, 0u);
+}
+
 }  // namespace
 }  // namespace popek::hv::emu::test

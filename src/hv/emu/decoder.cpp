@@ -103,8 +103,12 @@ bool convert_operand(const ZydisDecodedOperand& z, Operand& o) {
         o.kind = z.imm.is_relative ? OpKind::Rel : OpKind::Imm;
         o.value = z.imm.is_signed ? z.imm.value.s : static_cast<int64_t>(z.imm.value.u);
         return true;
+    case ZYDIS_OPERAND_TYPE_POINTER:  // far JMP/CALL ptr16:16/32 (not valid in 64-bit mode)
+        o.kind = OpKind::Ptr;
+        o.value = static_cast<int64_t>((static_cast<uint64_t>(z.ptr.segment) << 32) | z.ptr.offset);
+        return true;
     default:
-        return false;  // far pointers (not valid in 64-bit mode)
+        return false;
     }
 }
 
@@ -142,6 +146,7 @@ DecodeStatus Decoder::decode(const uint8_t* bytes, size_t avail, CodeMode mode, 
     if (a & ZYDIS_ATTRIB_HAS_REP || a & ZYDIS_ATTRIB_HAS_REPE) out.flags |= insn_flags::Rep;
     if (a & ZYDIS_ATTRIB_HAS_REPNE) out.flags |= insn_flags::Repne;
     if (a & ZYDIS_ATTRIB_HAS_LOCK) out.flags |= insn_flags::Lock;
+    if (zi.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR) out.flags |= insn_flags::Far;
     out.seg = kDs;
     static constexpr std::array<std::pair<ZydisInstructionAttributes, uint8_t>, 6> kSegAttr{{
         {ZYDIS_ATTRIB_HAS_SEGMENT_ES, kEs}, {ZYDIS_ATTRIB_HAS_SEGMENT_CS, kCs},

@@ -196,11 +196,17 @@ RunExit Engine::run(uint64_t max_instructions) {
             const uint64_t fallthrough = (s.rip + i.length) & ip_mask;
             next_rip = fallthrough;
             s.interrupt_shadow = false;
+            const bool single_step = (s.rflags & rflags::TF) != 0;
             const Flow f = i.exec(*this, i);
             ++executed;
             ++stats_.instructions;
             if (f == Flow::Next) {
                 s.rip = next_rip;
+                if (single_step) {  // TF was set before the instruction: #DB trap after it
+                    s.dr6 |= 1ULL << 14;  // BS
+                    if (!deliver_event(kVecDB, false, 0, false, s.rip)) deliver_pending_exception();
+                    break;
+                }
                 // A branch (or a REP instruction yielding) leaves the block; so
                 // does a write that dropped blocks (this one may be stale now).
                 if (next_rip != fallthrough || blocks_.generation() != gen || shadowed) break;

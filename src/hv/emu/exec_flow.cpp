@@ -17,10 +17,7 @@ uint64_t branch_target(Engine& e, const Insn& i, const Operand& o, bool& ok) {
 }
 
 Flow exec_jmp(Engine& e, const Insn& i) {
-    if (i.op[0].kind == OpKind::Mem && i.op[0].size > 8) {  // far JMP through memory
-        e.note_unimplemented(i.mnemonic);
-        return e.raise(kVecUD);
-    }
+    if ((i.flags & insn_flags::Far) != 0) return exec_far_transfer(e, i);
     bool ok = false;
     const uint64_t target = branch_target(e, i, i.op[0], ok);
     return ok ? e.jump(target, i.opsize) : Flow::Fault;
@@ -49,10 +46,7 @@ Flow exec_loop(Engine& e, const Insn& i) {
 }
 
 Flow exec_call(Engine& e, const Insn& i) {
-    if (i.op[0].kind == OpKind::Mem && i.op[0].size > 8) {  // far CALL through memory
-        e.note_unimplemented(i.mnemonic);
-        return e.raise(kVecUD);
-    }
+    if ((i.flags & insn_flags::Far) != 0) return exec_far_transfer(e, i);
     bool ok = false;
     const uint64_t target = branch_target(e, i, i.op[0], ok);
     if (!ok) return Flow::Fault;
@@ -66,7 +60,7 @@ Flow exec_call(Engine& e, const Insn& i) {
 }
 
 Flow exec_ret(Engine& e, const Insn& i) {
-    if (i.opcode == 0xca || i.opcode == 0xcb) return exec_far_return(e, i);
+    if ((i.flags & insn_flags::Far) != 0) return exec_far_return(e, i);
     const uint64_t rsp = e.s.gpr[kRsp];
     uint64_t target = 0;
     if (!e.pop(target, i.opsize)) return Flow::Fault;

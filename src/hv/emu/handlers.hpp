@@ -25,8 +25,9 @@ Flow exec_string_cmpsd(Engine& e, const Insn& i);
 Flow exec_mov_cr(Engine& e, const Insn& i);
 Flow exec_mov_dr(Engine& e, const Insn& i);
 
-// RETF (Zydis calls it RET; the opcode tells them apart).
+// Far RET, JMP and CALL (Zydis gives them the near mnemonics, flagged Far).
 Flow exec_far_return(Engine& e, const Insn& i);
+Flow exec_far_transfer(Engine& e, const Insn& i);
 
 // Segment-register load with the protected-mode descriptor checks (segments.cpp).
 bool load_segment(Engine& e, uint8_t sreg, uint16_t selector);

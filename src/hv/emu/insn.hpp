@@ -26,7 +26,7 @@ using Handler = Flow (*)(Engine&, const Insn&);
 inline constexpr uint8_t kNoReg = 0xff;
 inline constexpr uint8_t kRipBase = 0xfe;
 
-enum class OpKind : uint8_t { None, Gpr, Mem, Imm, Rel, Sreg, Cr, Dr, Xmm, Mmx, Other };
+enum class OpKind : uint8_t { None, Gpr, Mem, Imm, Rel, Sreg, Cr, Dr, Xmm, Mmx, Ptr, Other };
 
 struct Operand {
     OpKind kind = OpKind::None;
@@ -36,11 +36,12 @@ struct Operand {
     uint8_t index = kNoReg; // Mem
     uint8_t scale = 0;      // Mem: log2
     uint8_t seg = 3;        // Mem: segment (Sreg numbering)
-    int64_t value = 0;      // Mem: displacement; Imm: value as the instruction extends it; Rel: offset
+    int64_t value = 0;      // Mem: displacement; Imm: value as the instruction extends it; Rel: offset;
+                            // Ptr: selector << 32 | offset
 };
 
 namespace insn_flags {
-inline constexpr uint8_t Rep = 1, Repne = 2, Lock = 4, SegOverride = 8, EndsBlock = 16;
+inline constexpr uint8_t Rep = 1, Repne = 2, Lock = 4, SegOverride = 8, EndsBlock = 16, Far = 32;
 }
 
 struct Insn {

@@ -280,6 +280,62 @@ Flow exec_far_return(Engine& e, const Insn& i) {
 
 namespace {
 
+}  // namespace
+
+// Far JMP/CALL to a code segment (ptr16:16/32 or m16:16/32/64); call gates are not implemented.
+Flow exec_far_transfer(Engine& e, const Insn& i) {
+    CpuState& s = e.s;
+    const bool call = i.mnemonic == ZYDIS_MNEMONIC_CALL;
+    const Operand& o = i.op[0];
+    const unsigned size = i.opsize;
+    uint64_t off = 0, sel = 0;
+    if (o.kind == OpKind::Ptr) {
+        off = static_cast<uint64_t>(o.value) & 0xffffffffULL;
+        sel = static_cast<uint64_t>(o.value) >> 32;
+    } else if (o.kind == OpKind::Mem) {
+        const uint64_t at = e.ea(i, o);
+        const unsigned off_size = o.size - 2u;
+        if (!e.read_mem(o.seg, at, off_size, off) || !e.read_mem(o.seg, at + off_size, 2, sel)) return Flow::Fault;
+    } else {
+        return e.raise(kVecUD);
+    }
+    const auto selector = static_cast<uint16_t>(sel);
+    const uint64_t rsp = s.gpr[kRsp];
+    const auto push_return = [&]() { return e.push(s.seg[kCs].selector, size) && e.push(e.next_rip, size); };
+    if ((s.cr0 & cr0::PE) == 0 || (s.rflags & rflags::VM) != 0) {
+        if (call && !push_return()) return Flow::Fault;
+        s.seg[kCs].selector = selector;
+        s.seg[kCs].base = static_cast<uint64_t>(selector) << 4;
+        e.next_rip = off & alu::mask(size);
+        return Flow::Next;
+    }
+    if ((selector & ~3u) == 0) return e.raise(kVecGP, 0);
+    uint64_t d = 0;
+    if (!read_descriptor(e, selector, d)) return Flow::Fault;
+    const Segment code = segment_from_descriptor(selector, d);
+    if (code.s == 0) {
+        e.note_unimplemented(i.mnemonic);  // call gates, task gates, TSS targets
+        return e.raise(kVecGP, selector & ~3u);
+    }
+    if (!check_code_descriptor(e, selector, d, selector & ~3u)) return Flow::Fault;
+    const unsigned cur = cpl(s);
+    const bool conforming = (code.type & desc::Conforming) != 0;
+    if ((conforming && code.dpl > cur) || (!conforming && ((selector & 3u) > cur || code.dpl != cur))) {
+        return e.raise(kVecGP, selector & ~3u);
+    }
+    const bool to64 = long_mode_active(s) && code.l != 0;
+    if (to64 && static_cast<uint64_t>(static_cast<int64_t>(off << 16) >> 16) != off) return e.raise(kVecGP, 0);
+    if (call && !push_return()) {
+        s.gpr[kRsp] = rsp;
+        return Flow::Fault;
+    }
+    set_cs(s, selector, d, cur);
+    e.next_rip = to64 ? off : off & alu::mask(size == 8 ? 4 : size);
+    return Flow::Next;
+}
+
+namespace {
+
 Flow exec_syscall(Engine& e, const Insn&) {
     CpuState& s = e.s;
     if ((s.efer & efer::SCE) == 0 || !long_mode_active(s)) return e.raise(kVecUD);

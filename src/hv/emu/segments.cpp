@@ -201,6 +201,39 @@ Flow exec_store_system_selector(Engine& e, const Insn& i) {
     return Flow::Next;
 }
 
+// LAR/LSL: ZF=1 and the access rights or limit if the descriptor is visible
+// at the current privilege; ZF=0 (and no fault) otherwise.
+template <bool lsl>
+Flow exec_load_descriptor_info(Engine& e, const Insn& i) {
+    CpuState& s = e.s;
+    if ((s.cr0 & cr0::PE) == 0 || (s.rflags & rflags::VM) != 0) return e.raise(kVecUD);
+    uint64_t v = 0;
+    if (!e.read_op(i, i.op[1], v)) return Flow::Fault;
+    const auto sel = static_cast<uint16_t>(v);
+    const bool ldt = (sel & 4) != 0;
+    const uint64_t limit = ldt ? (s.ldtr.unusable ? 0 : s.ldtr.limit) : s.gdtr.limit;
+    uint64_t d = 0;
+    bool ok = (sel & ~3u) != 0 && (sel & ~7u) + 7 <= limit && !(ldt && s.ldtr.unusable);
+    if (ok && !e.read_la((ldt ? s.ldtr.base : s.gdtr.base) + (sel & ~7u), 8, d, false)) return Flow::Fault;
+    const Segment n = segment_from_descriptor(sel, d);
+    if (ok && n.s == 0) {
+        // System descriptors: LDT and 64-bit TSS for both, call gates for LAR too.
+        ok = n.type == desc::Ldt || n.type == desc::TssAvailable || n.type == desc::TssBusy ||
+             (!lsl && n.type == 12);
+        if (!long_mode_active(s)) ok = ok || n.type == 1 || n.type == 3 || (!lsl && (n.type == 4 || n.type == 5));
+    }
+    const bool conforming_code = n.s != 0 && (n.type & desc::Code) != 0 && (n.type & desc::Conforming) != 0;
+    if (ok && !conforming_code && (n.dpl < cpl(s) || n.dpl < (sel & 3u))) ok = false;
+    if (!ok) {
+        s.rflags &= ~rflags::ZF;
+        return Flow::Next;
+    }
+    const uint64_t result = lsl ? n.limit : (d >> 32) & 0x00ffff00ULL;
+    e.set_reg(i.op[0], result & (i.op[0].size == 2 ? 0xffff : ~0ULL));
+    s.rflags |= rflags::ZF;
+    return Flow::Next;
+}
+
 }  // namespace
 
 void register_segment(HandlerTable& t) {
@@ -212,6 +245,8 @@ void register_segment(HandlerTable& t) {
     t.set(ZYDIS_MNEMONIC_LTR, exec_load_system_segment<true>);
     t.set(ZYDIS_MNEMONIC_SLDT, exec_store_system_selector<false>);
     t.set(ZYDIS_MNEMONIC_STR, exec_store_system_selector<true>);
+    t.set(ZYDIS_MNEMONIC_LAR, exec_load_descriptor_info<false>);
+    t.set(ZYDIS_MNEMONIC_LSL, exec_load_descriptor_info<true>);
 }
 
 }  // namespace popek::hv::emu
