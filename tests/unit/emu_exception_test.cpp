@@ -275,5 +275,15 @@ TEST_F(EmuException, PortIoExitsAndCompletes) {
     EXPECT_EQ(m.st().gpr[kRcx], 0u);
 }
 
+TEST_F(EmuException, RexWDoesNotWidenPortIo) {
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_EDX), I(0x80)});
+    a.bytes({0x48, 0xef});  // REX.W OUT DX, EAX: still 32 bits
+    a(ZYDIS_MNEMONIC_HLT);
+    const RunExit e = run();
+    ASSERT_EQ(e.kind, ExitKind::Io);
+    EXPECT_EQ(e.size, 4);
+    EXPECT_EQ(e.port, 0x80);
+}
+
 }  // namespace
 }  // namespace popek::hv::emu::test

@@ -18,6 +18,9 @@ enum class Str { Movs, Stos, Lods, Cmps, Scas };
 
 unsigned element_size(const Insn& i) { return (i.opcode & 1) != 0 ? i.opsize : 1; }
 
+// Port I/O is at most 32 bits wide: REX.W is ignored.
+unsigned io_size(unsigned size) { return size > 4 ? 4 : size; }
+
 template <Str k>
 Flow string_op(Engine& e, const Insn& i) {
     const unsigned elem = element_size(i);
@@ -83,7 +86,7 @@ uint16_t io_port(Engine& e, const Operand& o) {
 }
 
 Flow exec_in(Engine& e, const Insn& i) {
-    const unsigned size = i.op[0].size;
+    const unsigned size = io_size(i.op[0].size);
     const uint16_t port = io_port(e, i.op[1]);
     if (!e.io_allowed(port, size)) return Flow::Fault;
     e.pending_in = Engine::PendingIn{true, false, false, static_cast<uint8_t>(size), i.addrsize, e.s.rip, e.next_rip};
@@ -92,7 +95,7 @@ Flow exec_in(Engine& e, const Insn& i) {
 }
 
 Flow exec_out(Engine& e, const Insn& i) {
-    const unsigned size = i.op[1].size;
+    const unsigned size = io_size(i.op[1].size);
     const uint16_t port = io_port(e, i.op[0]);
     if (!e.io_allowed(port, size)) return Flow::Fault;
     const uint64_t v = e.s.gpr[kRax];
@@ -102,7 +105,7 @@ Flow exec_out(Engine& e, const Insn& i) {
 }
 
 Flow exec_ins(Engine& e, const Insn& i) {
-    const unsigned elem = element_size(i);
+    const unsigned elem = io_size(element_size(i));
     const uint64_t am = mask(i.addrsize);
     const bool rep = (i.flags & (insn_flags::Rep | insn_flags::Repne)) != 0;
     const auto port = static_cast<uint16_t>(e.s.gpr[kRdx]);
@@ -117,7 +120,7 @@ Flow exec_ins(Engine& e, const Insn& i) {
 }
 
 Flow exec_outs(Engine& e, const Insn& i) {
-    const unsigned elem = element_size(i);
+    const unsigned elem = io_size(element_size(i));
     const unsigned as = i.addrsize;
     const uint64_t am = mask(as);
     const bool rep = (i.flags & (insn_flags::Rep | insn_flags::Repne)) != 0;
