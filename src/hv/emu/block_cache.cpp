@@ -11,7 +11,10 @@ bool BlockCache::insert(std::unique_ptr<Block> block) {
     const bool first = keys.empty();
     keys.push_back(k);
     auto& slot = blocks_[k];
-    if (slot) graveyard_.push_back(std::move(slot));
+    if (slot) {
+        graveyard_.push_back(std::move(slot));
+        ++generation_;  // whoever remembered the old block must look again
+    }
     slot = std::move(block);
     return first;
 }

@@ -63,14 +63,22 @@ void Engine::on_code_write(uint64_t gpa) {
 
 Block* Engine::fetch_block() {
     const CodeMode mode = code_mode();
+    const bool user = user_mode();
+    RecentBlock& r = recent_[(s.rip >> 2) % kRecentBlocks];
+    if (r.rip == s.rip && r.mode == mode && r.user == user && r.mmu_gen == mmu_.generation() &&
+        r.block_gen == blocks_.generation()) {
+        return r.block;
+    }
     uint64_t la = s.rip;
     if (mode != CodeMode::Long64) la = (s.seg[kCs].base + s.rip) & 0xffffffffULL;
     Translation t;
-    if (!translate(la, Access::Exec, user_mode(), t)) return nullptr;
-    if (t.host != nullptr) {
-        if (Block* b = blocks_.find(t.gpa, mode)) return b;
+    if (!translate(la, Access::Exec, user, t)) return nullptr;
+    Block* b = t.host != nullptr ? blocks_.find(t.gpa, mode) : nullptr;
+    if (b == nullptr) b = decode_block(la, t, mode);
+    if (b != nullptr && b->cached && mode == CodeMode::Long64) {
+        r = RecentBlock{s.rip, mmu_.generation(), blocks_.generation(), b, mode, user};
     }
-    return decode_block(la, t, mode);
+    return b;
 }
 
 Block* Engine::decode_block(uint64_t la, const Translation& t, CodeMode mode) {

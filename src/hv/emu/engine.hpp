@@ -167,8 +167,20 @@ private:
     void complete_pending_io();
     bool access_cross_page(uint64_t la, unsigned size, uint64_t& v, bool user, Access acc, bool write);
 
+    // RIP → block, skipping the TLB and hash lookups while neither the TLB
+    // was flushed nor blocks were dropped since the entry was made.
+    struct RecentBlock {
+        uint64_t rip = ~0ULL;
+        uint64_t mmu_gen = 0, block_gen = 0;
+        Block* block = nullptr;
+        CodeMode mode = CodeMode::Long64;
+        bool user = false;
+    };
+    static constexpr size_t kRecentBlocks = 1024;
+
     PhysMemory& mem_;
     Mmu mmu_;
+    std::array<RecentBlock, kRecentBlocks> recent_{};
     Decoder decoder_;
     BlockCache blocks_;
     Block scratch_;  // uncached blocks (an instruction across two pages, code outside RAM)

@@ -27,11 +27,13 @@ void set_entry_bits(PhysMemory& mem, uint64_t gpa, uint64_t bits) {
 }  // namespace
 
 void Mmu::flush_all() {
+    ++generation_;
     for (auto& e : tlb_) e = TlbEntry{};
     large_entries_ = 0;
 }
 
 void Mmu::flush_nonglobal() {
+    ++generation_;
     if ((cpu_.cr4 & cr4::PGE) == 0) {
         flush_all();
         return;
@@ -48,6 +50,7 @@ void Mmu::flush_nonglobal() {
 }
 
 void Mmu::invlpg(uint64_t la) {
+    ++generation_;
     const uint64_t tag = la >> 12;
     TlbEntry& e = tlb_[tag % kTlbEntries];
     if (e.tag == tag) e = TlbEntry{};

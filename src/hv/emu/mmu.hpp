@@ -60,6 +60,9 @@ public:
     // must (or need no longer) take the slow path that invalidates blocks.
     void set_write_fast_path(uint64_t gpa_page, bool fast);
 
+    // Bumped by every flush and INVLPG: translations cached outside the TLB
+    // (the engine's RIP → block cache) are valid while it stays the same.
+    [[nodiscard]] uint64_t generation() const { return generation_; }
     // Statistics for tests and tuning.
     [[nodiscard]] uint64_t walks() const { return walks_; }
 
@@ -85,6 +88,7 @@ private:
     std::array<TlbEntry, kTlbEntries> tlb_{};
     uint32_t large_entries_ = 0;  // entries from 2M/1G pages (INVLPG must scan)
     uint64_t walks_ = 0;
+    uint64_t generation_ = 0;
 };
 
 }  // namespace popek::hv::emu
