@@ -88,7 +88,7 @@ public:
     static constexpr uint16_t kKernel32Cs = 0x08, kKernelCs = 0x10, kKernelDs = 0x18, kUserDs = 0x2b, kUserCs = 0x33, kTssSel = 0x40;
     static constexpr uint64_t kPte = 0x7;  // present, writable, user
 
-    Machine() : ram_(kRamSize, 0), mem_(nullptr) {
+    explicit Machine(MmioHandler* mmio = nullptr) : ram_(kRamSize, 0), mem_(mmio) {
         EXPECT_TRUE(mem_.add_ram(0, kRamSize, ram_.data()).ok());
         engine_ = std::make_unique<Engine>(mem_);
         build_page_tables();

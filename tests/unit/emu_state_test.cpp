@@ -1,0 +1,104 @@
+// CpuState conversions to and from the hv interface's structs, the reset
+// state, and guest accesses to memory that is not RAM (MmioHandler).
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "emu_env.hpp"
+
+namespace popek::hv::emu::test {
+namespace {
+
+TEST(EmuState, RegsAndSregsRoundTrip) {
+    CpuState s = reset_state();
+    for (unsigned k = 0; k < 16; ++k) s.gpr[k] = 0x1000 + k;
+    s.rip = 0xabc;
+    s.rflags = 0x246;
+    const Regs r = to_regs(s);
+    EXPECT_EQ(r.rax, 0x1000u);
+    EXPECT_EQ(r.rcx, 0x1001u);
+    EXPECT_EQ(r.rbx, 0x1003u);
+    EXPECT_EQ(r.rsp, 0x1004u);
+    EXPECT_EQ(r.r15, 0x100fu);
+    EXPECT_EQ(r.rip, 0xabcu);
+    CpuState t = reset_state();
+    from_regs(t, r);
+    EXPECT_EQ(t.gpr, s.gpr);
+    EXPECT_EQ(t.rflags, 0x246u);
+
+    Machine m;
+    const Sregs sr = to_sregs(m.st());
+    EXPECT_EQ(sr.cs.selector, Machine::kKernelCs);
+    EXPECT_EQ(sr.cs.l, 1);
+    EXPECT_EQ(sr.cr3, Machine::kPml4);
+    EXPECT_EQ(sr.efer, m.st().efer);
+    CpuState u = reset_state();
+    from_sregs(u, sr);
+    EXPECT_EQ(u.seg[kCs].selector, Machine::kKernelCs);
+    EXPECT_EQ(u.seg[kSs].selector, Machine::kKernelDs);
+    EXPECT_EQ(u.gdtr.base, Machine::kGdt);
+    EXPECT_EQ(u.tr.selector, Machine::kTssSel);
+    EXPECT_EQ(u.cr0, m.st().cr0);
+    EXPECT_EQ(u.cr4, m.st().cr4);
+}
+
+TEST(EmuState, ResetStateRunsRealModeCodeAtTheResetVector) {
+    // The reset vector (linear 0xFFFFFFF0) is not RAM in the test machine, so
+    // after checking the reset state run from 0000:7C00, where a BIOS would jump.
+    Machine m;
+    CpuState& s = m.st();
+    s = reset_state();
+    EXPECT_EQ(s.rip, 0xfff0u);
+    EXPECT_EQ(s.seg[kCs].base, 0xffff0000u);
+    s.seg[kCs].selector = 0;
+    s.seg[kCs].base = 0;
+    s.rip = 0x7c00;
+    m.cpu().state_changed();
+    m.load(0x7c00, {0xb8, 0x34, 0x12, 0x01, 0xc0, 0xf4});  // MOV AX, 0x1234; ADD AX, AX; HLT
+    ASSERT_EQ(m.resume().kind, ExitKind::Halt);
+    EXPECT_EQ(s.gpr[kRax] & 0xffff, 0x2468u);
+}
+
+struct RecordingMmio final : MmioHandler {
+    struct Access {
+        uint64_t gpa;
+        unsigned size;
+        bool write;
+        uint64_t value;
+    };
+    std::vector<Access> log;
+    uint64_t mmio_read(uint64_t gpa, unsigned size) override {
+        log.push_back({gpa, size, false, 0});
+        return 0x1122334455667788ULL & (size == 8 ? ~0ULL : (1ULL << (size * 8)) - 1);
+    }
+    void mmio_write(uint64_t gpa, unsigned size, uint64_t value) override { log.push_back({gpa, size, true, value}); }
+};
+
+TEST(EmuState, NonRamAccessesGoToTheMmioHandler) {
+    RecordingMmio mmio;
+    Machine m(&mmio);
+    const uint64_t dev = 16ULL << 20;  // just past RAM
+    m.poke<uint64_t>(Machine::kPd + 8 * 8, dev | 0x7 | 0x80);  // map it with a 2M page
+    Asm a(Machine::kCode);
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RCX), I(static_cast<int64_t>(dev + 0x10))});
+    a(ZYDIS_MNEMONIC_MOV, {M(4, ZYDIS_REGISTER_RCX), I(0xabcd)});
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RAX), M(8, ZYDIS_REGISTER_RCX, 8)});
+    a(ZYDIS_MNEMONIC_OR, {M(2, ZYDIS_REGISTER_RCX, 0x20), I(1)});
+    a(ZYDIS_MNEMONIC_HLT);
+    ASSERT_EQ(m.run(a.code).kind, ExitKind::Halt);
+    ASSERT_EQ(mmio.log.size(), 4u);
+    EXPECT_TRUE(mmio.log[0].write);
+    EXPECT_EQ(mmio.log[0].gpa, dev + 0x10);
+    EXPECT_EQ(mmio.log[0].size, 4u);
+    EXPECT_EQ(mmio.log[0].value, 0xabcdu);
+    EXPECT_FALSE(mmio.log[1].write);
+    EXPECT_EQ(mmio.log[1].gpa, dev + 0x18);
+    EXPECT_EQ(mmio.log[1].size, 8u);
+    EXPECT_EQ(m.st().gpr[kRax], 0x1122334455667788u);
+    EXPECT_FALSE(mmio.log[2].write);  // read-modify-write: read, then write
+    EXPECT_TRUE(mmio.log[3].write);
+    EXPECT_EQ(mmio.log[3].value, 0x7789u);
+}
+
+}  // namespace
+}  // namespace popek::hv::emu::test
