@@ -100,5 +100,34 @@ TEST(EmuState, NonRamAccessesGoToTheMmioHandler) {
     EXPECT_EQ(mmio.log[3].value, 0x7789u);
 }
 
+// A ROM on the MMIO bus.
+struct RomMmio final : MmioHandler {
+    std::vector<uint8_t> bytes;
+    uint64_t base = 0;
+    unsigned reads = 0;
+    uint64_t mmio_read(uint64_t gpa, unsigned size) override {
+        ++reads;
+        uint64_t v = 0;
+        for (unsigned k = 0; k < size; ++k) {
+            const uint64_t at = gpa + k - base;
+            v |= static_cast<uint64_t>(at < bytes.size() ? bytes[at] : 0xcc) << (8 * k);
+        }
+        return v;
+    }
+    void mmio_write(uint64_t, unsigned, uint64_t) override {}
+};
+
+TEST(EmuState, CodeOutsideRamRunsFromTheMmioHandler) {
+    RomMmio rom;
+    rom.base = 16ULL << 20;
+    rom.bytes = {0xb8, 7, 0, 0, 0, 0x83, 0xc0, 0x01, 0xf4};  // MOV EAX, 7; ADD EAX, 1; HLT
+    Machine m(&rom);
+    m.poke<uint64_t>(Machine::kPd + 8 * 8, rom.base | 0x7 | 0x80);
+    m.st().rip = rom.base;
+    ASSERT_EQ(m.resume().kind, ExitKind::Halt);
+    EXPECT_EQ(m.st().gpr[kRax], 8u);
+    EXPECT_LE(rom.reads, 3u * 15);  // an instruction's worth of bytes per instruction, not a page
+}
+
 }  // namespace
 }  // namespace popek::hv::emu::test

@@ -85,17 +85,27 @@ Block* Engine::decode_block(uint64_t la, const Translation& t, CodeMode mode) {
     auto block = std::make_unique<Block>();
     block->gpa = t.gpa;
     block->mode = mode;
-    std::array<uint8_t, kPageSize> mmio_copy;
     const uint8_t* bytes = t.host;
     size_t off = t.gpa & ~kPageMask;
     const size_t start = off;
     if (bytes == nullptr) {
-        // Code outside RAM (a ROM on the MMIO bus): read the rest of the page, decode uncached.
-        for (size_t k = off; k < kPageSize; ++k) {
-            mmio_copy[k] = static_cast<uint8_t>(mem_.read((t.gpa & kPageMask) + k, 1));
+        // Code outside RAM (a ROM on the MMIO bus): one instruction at a time,
+        // uncached, reading no more than an instruction's worth of bytes.
+        std::array<uint8_t, ZYDIS_MAX_INSTRUCTION_LENGTH> buf{};
+        const size_t n = std::min<size_t>(buf.size(), kPageSize - off);
+        for (size_t k = 0; k < n; ++k) buf[k] = static_cast<uint8_t>(mem_.read(t.gpa + k, 1));
+        Insn insn;
+        if (decoder_.decode(buf.data(), n, mode, insn) == DecodeStatus::NeedMore) {
+            internal_ = InternalReason::UnsupportedFetch;
+            raise(kVecMC);
+            return nullptr;
         }
-        bytes = mmio_copy.data() + off;
+        block->insns.push_back(insn);
+        block->bytes = insn.length;
         block->cached = false;
+        ++stats_.blocks_decoded;
+        scratch_ = std::move(*block);
+        return &scratch_;
     }
     const uint8_t* page = bytes - off;
     while (true) {

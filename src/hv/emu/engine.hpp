@@ -30,6 +30,7 @@ enum class InternalReason : uint64_t {
     None = 0,
     UnsupportedPaging = 1,   // CR0.PG without long mode (32-bit/PAE paging)
     UnsupportedMode = 2,     // event delivery outside real mode and long mode
+    UnsupportedFetch = 3,    // an instruction outside RAM that spans two pages
 };
 
 struct RunExit {
