@@ -37,6 +37,33 @@ public:
         }
     }
 
+    // XMM contents: random bits, or lanes of interesting floats and doubles.
+    Xmm xmm_value() {
+        static constexpr uint32_t kFloats[] = {0, 0x80000000, 0x3f800000, 0xbfc00000, 0x7f800000, 0xff800000,
+                                               0x7fc00000, 0x7fa00000, 0x00000001, 0x007fffff, 0x00800000,
+                                               0x7f7fffff, 0x4f000000, 0xcf000000, 0x5f000000, 0x3effffff};
+        static constexpr uint64_t kDoubles[] = {0, 1ULL << 63, 0x3ff0000000000000, 0xbff8000000000000,
+                                                0x7ff0000000000000, 0xfff0000000000000, 0x7ff8000000000000,
+                                                0x7ff4000000000000, 1, 0x000fffffffffffff, 0x0010000000000000,
+                                                0x7fefffffffffffff, 0x41e0000000000000, 0xc3e0000000000000,
+                                                0x43e0000000000000, 0x3fdfffffffffffff};
+        Xmm x{value(), value()};
+        switch (pick(3)) {
+        case 0: {
+            uint32_t l[4];
+            for (auto& f : l) f = pick(3) ? kFloats[pick(16)] : static_cast<uint32_t>(rng_());
+            std::memcpy(static_cast<void*>(&x), l, 16);
+            break;
+        }
+        case 1:
+            x.lo = pick(3) ? kDoubles[pick(16)] : rng_();
+            x.hi = pick(3) ? kDoubles[pick(16)] : rng_();
+            break;
+        default: break;
+        }
+        return x;
+    }
+
     // A random piece that does not read a flag in `unknown`.
     Piece piece(F unknown) {
         for (;;) {
@@ -280,6 +307,7 @@ class SseGenerator {
 public:
     explicit SseGenerator(uint64_t seed) : rng_(seed) {}
     uint64_t value() { return base_.value(); }
+    Xmm xmm_value() { return base_.xmm_value(); }
 
     Piece piece(F) {
         for (;;) {
@@ -336,7 +364,39 @@ private:
                                                       ZYDIS_MNEMONIC_PSRLDQ};
         static constexpr ZydisMnemonic kShuffle[] = {ZYDIS_MNEMONIC_PSHUFD, ZYDIS_MNEMONIC_PSHUFLW, ZYDIS_MNEMONIC_PSHUFHW,
                                                      ZYDIS_MNEMONIC_SHUFPS};
-        switch (pick(8)) {
+        static constexpr ZydisMnemonic kFloat[] = {
+            ZYDIS_MNEMONIC_ADDSS,    ZYDIS_MNEMONIC_ADDPS,     ZYDIS_MNEMONIC_ADDSD,    ZYDIS_MNEMONIC_ADDPD,
+            ZYDIS_MNEMONIC_SUBSS,    ZYDIS_MNEMONIC_SUBPS,     ZYDIS_MNEMONIC_SUBSD,    ZYDIS_MNEMONIC_SUBPD,
+            ZYDIS_MNEMONIC_MULSS,    ZYDIS_MNEMONIC_MULPS,     ZYDIS_MNEMONIC_MULSD,    ZYDIS_MNEMONIC_MULPD,
+            ZYDIS_MNEMONIC_DIVSS,    ZYDIS_MNEMONIC_DIVPS,     ZYDIS_MNEMONIC_DIVSD,    ZYDIS_MNEMONIC_DIVPD,
+            ZYDIS_MNEMONIC_MINSS,    ZYDIS_MNEMONIC_MINPS,     ZYDIS_MNEMONIC_MINSD,    ZYDIS_MNEMONIC_MINPD,
+            ZYDIS_MNEMONIC_MAXSS,    ZYDIS_MNEMONIC_MAXPS,     ZYDIS_MNEMONIC_MAXSD,    ZYDIS_MNEMONIC_MAXPD,
+            ZYDIS_MNEMONIC_SQRTSS,   ZYDIS_MNEMONIC_SQRTPS,    ZYDIS_MNEMONIC_SQRTSD,   ZYDIS_MNEMONIC_SQRTPD,
+            ZYDIS_MNEMONIC_RCPSS,    ZYDIS_MNEMONIC_RSQRTPS,   ZYDIS_MNEMONIC_CVTSS2SD, ZYDIS_MNEMONIC_CVTSD2SS,
+            ZYDIS_MNEMONIC_CVTPS2PD, ZYDIS_MNEMONIC_CVTPD2PS,  ZYDIS_MNEMONIC_CVTDQ2PS, ZYDIS_MNEMONIC_CVTPS2DQ,
+            ZYDIS_MNEMONIC_CVTTPS2DQ, ZYDIS_MNEMONIC_CVTDQ2PD, ZYDIS_MNEMONIC_CVTPD2DQ, ZYDIS_MNEMONIC_CVTTPD2DQ};
+        static constexpr ZydisMnemonic kCompare[] = {ZYDIS_MNEMONIC_CMPSS, ZYDIS_MNEMONIC_CMPPS, ZYDIS_MNEMONIC_CMPSD,
+                                                     ZYDIS_MNEMONIC_CMPPD};
+        static constexpr ZydisMnemonic kFlags[] = {ZYDIS_MNEMONIC_COMISS, ZYDIS_MNEMONIC_COMISD, ZYDIS_MNEMONIC_UCOMISS,
+                                                   ZYDIS_MNEMONIC_UCOMISD};
+        static constexpr ZydisMnemonic kToInt[] = {ZYDIS_MNEMONIC_CVTSS2SI, ZYDIS_MNEMONIC_CVTTSS2SI,
+                                                   ZYDIS_MNEMONIC_CVTSD2SI, ZYDIS_MNEMONIC_CVTTSD2SI};
+        switch (pick(12)) {
+        case 8:
+        case 9: return emit(p, kFloat[pick(sizeof kFloat / sizeof kFloat[0])], {R(xmm()), R(xmm())});
+        case 10: return emit(p, kCompare[pick(4)], {R(xmm()), R(xmm()), I(pick(8))}) ||
+                        emit(p, ZYDIS_MNEMONIC_SHUFPD, {R(xmm()), R(xmm()), I(pick(4))});
+        case 11: {
+            const unsigned size = pick(2) ? 8 : 4;
+            switch (pick(3)) {
+            case 0:
+                p.def = ALL;
+                return emit(p, kFlags[pick(4)], {R(xmm()), R(xmm())});
+            case 1: return emit(p, kToInt[pick(4)], {R(gpr(size)), R(xmm())});
+            default:
+                return emit(p, pick(2) ? ZYDIS_MNEMONIC_CVTSI2SS : ZYDIS_MNEMONIC_CVTSI2SD, {R(xmm()), R(gpr(size))});
+            }
+        }
         case 0:
         case 1:
         case 2: return emit(p, kBinary[pick(sizeof kBinary / sizeof kBinary[0])], {R(xmm()), R(xmm())});

@@ -21,8 +21,10 @@ struct State {
     uint64_t gpr[16];
     uint64_t rflags;
     Xmm xmm[16];
+    uint32_t mxcsr;
 };
 constexpr int32_t kXmmOffset = 136;
+constexpr int32_t kMxcsrOffset = kXmmOffset + 16 * 16;
 
 // Host side: an executable page with the sequence between a prologue that
 // loads every GPR (but RSP) and RFLAGS from a State and an epilogue that stores them.
@@ -44,6 +46,9 @@ public:
                                                    ZYDIS_REGISTER_R13, ZYDIS_REGISTER_R14, ZYDIS_REGISTER_R15};
         for (ZydisRegister r : kSaved) a(ZYDIS_MNEMONIC_PUSH, {R(r)});
         a(ZYDIS_MNEMONIC_PUSH, {R(ZYDIS_REGISTER_RDI)});
+        a(ZYDIS_MNEMONIC_SUB, {R(ZYDIS_REGISTER_RSP), I(8)});
+        a(ZYDIS_MNEMONIC_STMXCSR, {M(4, ZYDIS_REGISTER_RSP)});  // the host's, restored at the end
+        a(ZYDIS_MNEMONIC_LDMXCSR, {M(4, ZYDIS_REGISTER_RDI, kMxcsrOffset)});
         a(ZYDIS_MNEMONIC_PUSH, {M(8, ZYDIS_REGISTER_RDI, 128)});
         a(ZYDIS_MNEMONIC_POPFQ);
         for (int k = 0; k < 16; ++k) {
@@ -59,7 +64,9 @@ public:
         a.code.insert(a.code.end(), body.begin(), body.end());
         a(ZYDIS_MNEMONIC_PUSHFQ);
         a(ZYDIS_MNEMONIC_PUSH, {R(ZYDIS_REGISTER_RAX)});
-        a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RAX), M(8, ZYDIS_REGISTER_RSP, 16)});
+        a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RAX), M(8, ZYDIS_REGISTER_RSP, 24)});
+        a(ZYDIS_MNEMONIC_STMXCSR, {M(4, ZYDIS_REGISTER_RAX, kMxcsrOffset)});
+        a(ZYDIS_MNEMONIC_LDMXCSR, {M(4, ZYDIS_REGISTER_RSP, 16)});
         for (int k = 0; k < 16; ++k) {
             a(ZYDIS_MNEMONIC_MOVDQU, {M(16, ZYDIS_REGISTER_RAX, kXmmOffset + k * 16),
                                       R(static_cast<ZydisRegister>(ZYDIS_REGISTER_XMM0 + k))});
@@ -72,6 +79,7 @@ public:
         a(ZYDIS_MNEMONIC_MOV, {M(8, ZYDIS_REGISTER_RAX, 0), R(ZYDIS_REGISTER_RBX)});
         a(ZYDIS_MNEMONIC_POP, {R(ZYDIS_REGISTER_RBX)});
         a(ZYDIS_MNEMONIC_MOV, {M(8, ZYDIS_REGISTER_RAX, 128), R(ZYDIS_REGISTER_RBX)});
+        a(ZYDIS_MNEMONIC_ADD, {R(ZYDIS_REGISTER_RSP), I(8)});
         a(ZYDIS_MNEMONIC_POP, {R(ZYDIS_REGISTER_RDI)});
         for (int k = 5; k >= 0; --k) a(ZYDIS_MNEMONIC_POP, {R(kSaved[k])});
         a(ZYDIS_MNEMONIC_RET);
@@ -119,8 +127,10 @@ void run_differential(Gen& gen, int sequences, int length) {
         }
         State init{};
         for (auto& r : init.gpr) r = gen.value();
-        for (auto& x : init.xmm) x = Xmm{gen.value(), gen.value()};
+        for (auto& x : init.xmm) x = gen.xmm_value();
         init.rflags = (gen.value() & ALL) | rflags::Fixed1 | rflags::IF;
+        // Every exception masked; random rounding, flush-to-zero and sticky flags.
+        init.mxcsr = static_cast<uint32_t>(0x1f80 | (gen.value() & 0xe03f));
 
         State native = init;
         host.run(code, native);
@@ -130,6 +140,7 @@ void run_differential(Gen& gen, int sequences, int length) {
             s.gpr[k] = init.gpr[k];
             s.xmm[k] = init.xmm[k];
         }
+        s.mxcsr = init.mxcsr;
         s.gpr[kRsp] = Machine::kStackTop;
         s.rflags = init.rflags;
         std::vector<uint8_t> program = code;
@@ -154,6 +165,10 @@ void run_differential(Gen& gen, int sequences, int length) {
                           static_cast<unsigned long long>(native.xmm[k].lo));
             diff += line;
         }
+        if (s.mxcsr != native.mxcsr) {
+            std::snprintf(line, sizeof line, "  mxcsr: engine %#x host %#x\n", s.mxcsr, native.mxcsr);
+            diff += line;
+        }
         if (((s.rflags ^ native.rflags) & mask) != 0) {
             std::snprintf(line, sizeof line, "  flags: engine %#llx host %#llx (compared %#llx)\n",
                           static_cast<unsigned long long>(s.rflags & mask),
@@ -174,7 +189,7 @@ TEST(EmuDifferential, RandomIntegerSequencesMatchTheHostCpu) {
 
 TEST(EmuDifferential, RandomSseSequencesMatchTheHostCpu) {
     SseGenerator gen(0x2545f4914f6cdd1dULL);
-    run_differential(gen, 5000, 8);
+    run_differential(gen, 10000, 8);
 }
 
 }  // namespace

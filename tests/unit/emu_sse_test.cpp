@@ -96,5 +96,28 @@ TEST_F(EmuSse, MxcsrAndFxsaveRoundTrip) {
     EXPECT_EQ(m.st().mxcsr, 0x1fa0u);
 }
 
+TEST_F(EmuSse, UnmaskedFloatingPointExceptionIsXm) {
+    recording_handler(kVecXM);
+    const double one = 1.0, zero = 0.0;
+    m.poke<double>(kBuf + 3, one);  // scalar memory operands need no alignment
+    m.poke<double>(kBuf + 16, zero);
+    m.poke<uint32_t>(kBuf + 32, 0x1f80 & ~(1u << 9));  // unmask divide-by-zero
+    a(ZYDIS_MNEMONIC_MOVSD, {R(ZYDIS_REGISTER_XMM0), M(8, ZYDIS_REGISTER_NONE, kBuf + 3)});
+    a(ZYDIS_MNEMONIC_ADDSD, {R(ZYDIS_REGISTER_XMM0), M(8, ZYDIS_REGISTER_NONE, kBuf + 3)});  // 2.0
+    a(ZYDIS_MNEMONIC_DIVSD, {R(ZYDIS_REGISTER_XMM0), M(8, ZYDIS_REGISTER_NONE, kBuf + 16)});  // masked: +inf
+    a(ZYDIS_MNEMONIC_MOVQ, {R(ZYDIS_REGISTER_RBX), R(ZYDIS_REGISTER_XMM0)});
+    a(ZYDIS_MNEMONIC_ADDSD, {R(ZYDIS_REGISTER_XMM0), M(8, ZYDIS_REGISTER_NONE, kBuf + 3)});
+    a(ZYDIS_MNEMONIC_LDMXCSR, {M(4, ZYDIS_REGISTER_NONE, kBuf + 32)});
+    a(ZYDIS_MNEMONIC_MOVSD, {R(ZYDIS_REGISTER_XMM1), M(8, ZYDIS_REGISTER_NONE, kBuf + 3)});
+    const uint64_t div = a.here();
+    a(ZYDIS_MNEMONIC_DIVSD, {R(ZYDIS_REGISTER_XMM1), M(8, ZYDIS_REGISTER_NONE, kBuf + 16)});  // unmasked: #XM
+    ASSERT_EQ(run().kind, ExitKind::Halt);
+    EXPECT_EQ(m.st().gpr[kRbx], 0x7ff0000000000000u);  // +inf
+    EXPECT_EQ(recorded(), kVecXM);
+    EXPECT_EQ(m.peek<uint64_t>(m.st().gpr[kRsp]), div);
+    EXPECT_EQ(m.st().xmm[1].lo, 0x3ff0000000000000u);  // destination unchanged
+    EXPECT_NE(m.st().mxcsr & (1u << 2), 0u);            // ZE flag set
+}
+
 }  // namespace
 }  // namespace popek::hv::emu::test

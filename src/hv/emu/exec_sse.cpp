@@ -4,6 +4,11 @@
 
 namespace popek::hv::emu {
 
+Flow exec_cmpsd_sse(Engine& e, const Insn& i);  // exec_sse_fp.cpp
+void register_sse_int(HandlerTable& t);
+void register_sse_fp(HandlerTable& t);
+void register_fpu(HandlerTable& t);
+
 namespace {
 
 using sse::available;
@@ -63,8 +68,7 @@ Flow exec_movsd(Engine& e, const Insn& i) {
 
 Flow exec_cmpsd(Engine& e, const Insn& i) {
     if (i.opcode == 0xa7) return exec_string_cmpsd(e, i);
-    e.note_unimplemented(i.mnemonic);  // the SSE2 compare
-    return e.raise(kVecUD);
+    return exec_cmpsd_sse(e, i);
 }
 
 // MOVHPS/MOVHPD (high) and MOVLPS/MOVLPD (low): one 64-bit half to or from memory.
@@ -95,9 +99,6 @@ Flow exec_movlhps(Engine& e, const Insn& i) {
 
 }  // namespace
 
-void register_sse_int(HandlerTable& t);
-void register_fpu(HandlerTable& t);
-
 void register_sse(HandlerTable& t) {
     for (ZydisMnemonic m : {ZYDIS_MNEMONIC_MOVDQA, ZYDIS_MNEMONIC_MOVAPS, ZYDIS_MNEMONIC_MOVAPD,
                             ZYDIS_MNEMONIC_MOVNTDQ, ZYDIS_MNEMONIC_MOVNTPS, ZYDIS_MNEMONIC_MOVNTPD}) {
@@ -116,6 +117,7 @@ void register_sse(HandlerTable& t) {
     t.set(ZYDIS_MNEMONIC_MOVHLPS, exec_movhlps);
     t.set(ZYDIS_MNEMONIC_MOVLHPS, exec_movlhps);
     register_sse_int(t);
+    register_sse_fp(t);
     register_fpu(t);
 }
 
