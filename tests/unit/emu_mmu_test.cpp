@@ -185,5 +185,33 @@ TEST_F(EmuMmu, InstructionSpanningTwoPages) {
     EXPECT_EQ(frame(1), Machine::kCode + 0xffb);
 }
 
+TEST_F(EmuMmu, DirtyLogRecordsWrittenPagesAgainAfterEachHarvest) {
+    const uint64_t wpage = Machine::kData + 0xa000, rpage = Machine::kData + 0xb000;
+    const auto bit = [](const std::vector<uint64_t>& log, uint64_t gpa) {
+        const uint64_t page = gpa / kPageSize;
+        return page / 64 < log.size() && ((log[page / 64] >> (page % 64)) & 1) != 0;
+    };
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RAX), M(8, ZYDIS_REGISTER_NONE, static_cast<int64_t>(rpage))});
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RAX), M(8, ZYDIS_REGISTER_NONE, static_cast<int64_t>(wpage))});
+    a(ZYDIS_MNEMONIC_MOV, {M(8, ZYDIS_REGISTER_NONE, static_cast<int64_t>(wpage)), R(ZYDIS_REGISTER_RAX)});
+    a(ZYDIS_MNEMONIC_HLT);
+    m.mem().set_dirty_logging(true);
+    ASSERT_EQ(m.run(a.code).kind, ExitKind::Halt);
+    std::vector<uint64_t> log = m.mem().take_dirty_log(0);
+    EXPECT_TRUE(bit(log, wpage));
+    EXPECT_FALSE(bit(log, rpage));
+    EXPECT_TRUE(bit(log, Machine::kPt));  // the walker set accessed/dirty bits there
+    EXPECT_FALSE(bit(log, Machine::kCode));  // loaded behind the engine's back: the writer logs that, as with KVM
+
+    // Harvested: the same writes (TLB warm, page already dirty in the PTE) are logged again.
+    m.cpu().dirty_log_cleared();
+    m.st().rip = Machine::kCode;
+    m.st().halted = false;
+    ASSERT_EQ(m.resume().kind, ExitKind::Halt);
+    log = m.mem().take_dirty_log(0);
+    EXPECT_TRUE(bit(log, wpage));
+    EXPECT_FALSE(bit(log, rpage));
+}
+
 }  // namespace
 }  // namespace popek::hv::emu::test

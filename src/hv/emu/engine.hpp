@@ -68,6 +68,8 @@ public:
     // Someone other than this CPU wrote guest memory (DMA, the loader):
     // drop the blocks decoded from [gpa, gpa+len).
     void invalidate_code(uint64_t gpa, uint64_t len);
+    // PhysMemory::take_dirty_log() was called: writes must be logged again.
+    void dirty_log_cleared() { mmu_.flush_all(); }
     [[nodiscard]] const EngineStats& stats() const { return stats_; }
     BlockCache& blocks() { return blocks_; }
     Mmu& mmu() { return mmu_; }

@@ -19,6 +19,7 @@ void set_entry_bits(PhysMemory& mem, uint64_t gpa, uint64_t bits) {
     if (uint8_t* page = mem.host_page(gpa)) {
         auto* entry = reinterpret_cast<uint64_t*>(page + (gpa & ~kPageMask));
         __atomic_fetch_or(entry, bits, __ATOMIC_SEQ_CST);
+        mem.mark_dirty(gpa);
         return;
     }
     mem.write(gpa, 8, mem.read(gpa, 8) | bits);
@@ -85,6 +86,14 @@ WalkResult Mmu::translate_slow(uint64_t la, Access access, bool user, Translatio
     }
     fill.tag = la >> 12;
     fill.host = mem_.host_page(fill.gpa);
+    if (mem_.dirty_logging()) {
+        // Only a write may open the write fast path, and it logs the page first.
+        if (access == Access::Write) {
+            mem_.mark_dirty(fill.gpa);
+        } else {
+            fill.perm &= static_cast<uint8_t>(~(perm_bit(Access::Write, false) | perm_bit(Access::Write, true)));
+        }
+    }
     fill.host_write = (fill.host != nullptr && !mem_.is_code_page(fill.gpa)) ? fill.host : nullptr;
     TlbEntry& slot = tlb_[fill.tag % kTlbEntries];
     if (slot.tag != ~0ULL && slot.shift != 12) --large_entries_;

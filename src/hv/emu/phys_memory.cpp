@@ -15,7 +15,8 @@ base::Result<void> PhysMemory::add_ram(uint64_t gpa, uint64_t size, uint8_t* hos
         }
     }
     const uint64_t pages = size / kPageSize;
-    ram_.push_back(Range{gpa, size, host, std::vector<uint64_t>((pages + 63) / 64, 0)});
+    const std::vector<uint64_t> bits((pages + 63) / 64, 0);
+    ram_.push_back(Range{gpa, size, host, bits, bits});
     return base::ok();
 }
 
@@ -49,6 +50,7 @@ uint64_t PhysMemory::read(uint64_t gpa, unsigned size) {
 void PhysMemory::write(uint64_t gpa, unsigned size, uint64_t value) {
     if (uint8_t* page = host_page(gpa)) {
         std::memcpy(page + (gpa & ~kPageMask), &value, size);
+        mark_dirty(gpa);
         return;
     }
     if (mmio_ != nullptr) mmio_->mmio_write(gpa, size, value);
@@ -71,6 +73,21 @@ void PhysMemory::set_code_page(uint64_t gpa, bool is_code) {
     } else {
         r->code_bits[page / 64] &= ~bit;
     }
+}
+
+void PhysMemory::mark_dirty_slow(uint64_t gpa) {
+    Range* r = find(gpa);
+    if (r == nullptr) return;
+    const uint64_t page = (gpa - r->gpa) / kPageSize;
+    r->dirty_bits[page / 64] |= 1ULL << (page % 64);
+}
+
+std::vector<uint64_t> PhysMemory::take_dirty_log(uint64_t gpa) {
+    Range* r = find(gpa);
+    if (r == nullptr) return {};
+    std::vector<uint64_t> out(r->dirty_bits.size(), 0);
+    out.swap(r->dirty_bits);
+    return out;
 }
 
 }  // namespace popek::hv::emu

@@ -42,17 +42,32 @@ public:
     [[nodiscard]] bool is_code_page(uint64_t gpa) const;
     void set_code_page(uint64_t gpa, bool is_code);
 
+    // Dirty logging (live migration): while on, every RAM page the guest
+    // writes through the engine is recorded, as KVM's dirty log does. The
+    // engines sharing this memory must flush their TLBs after take_dirty_log
+    // (Engine::dirty_log_cleared) so that the next write to a page records it again.
+    void set_dirty_logging(bool on) { dirty_logging_ = on; }
+    [[nodiscard]] bool dirty_logging() const { return dirty_logging_; }
+    void mark_dirty(uint64_t gpa) {
+        if (dirty_logging_) mark_dirty_slow(gpa);
+    }
+    // The dirty bits of the RAM range starting at `gpa` (one per page), cleared as they are returned.
+    std::vector<uint64_t> take_dirty_log(uint64_t gpa);
+
 private:
     struct Range {
         uint64_t gpa, size;
         uint8_t* host;
-        std::vector<uint64_t> code_bits;  // one bit per page
+        std::vector<uint64_t> code_bits;   // one bit per page
+        std::vector<uint64_t> dirty_bits;  // one bit per page
     };
+    void mark_dirty_slow(uint64_t gpa);
     [[nodiscard]] const Range* find(uint64_t gpa) const;
     Range* find(uint64_t gpa);
 
     std::vector<Range> ram_;
     MmioHandler* mmio_;
+    bool dirty_logging_ = false;
 };
 
 }  // namespace popek::hv::emu
