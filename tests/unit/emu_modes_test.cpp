@@ -172,5 +172,30 @@ TEST(EmuModes, LslAndLar) {
     EXPECT_EQ(m.st().gpr[kR9] & 0xff, 0u);
 }
 
+TEST(EmuModes, XlatFarPointerLoadsAndVerify) {
+    Machine m;
+    const uint64_t table = Machine::kData, ptr = Machine::kData + 0x100;
+    m.poke<uint8_t>(table + 5, 0x5a);
+    m.poke<uint64_t>(ptr, 0x123456789);
+    m.poke<uint16_t>(ptr + 8, Machine::kKernelDs);
+    Asm a(Machine::kCode);
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_EBX), I(static_cast<int64_t>(table))});
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_EAX), I(0x7705)});
+    a.bytes({0xd7});  // XLAT
+    a(ZYDIS_MNEMONIC_LFS, {R(ZYDIS_REGISTER_RCX), M(10, ZYDIS_REGISTER_NONE, static_cast<int64_t>(ptr))});
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_EDX), I(Machine::kKernelCs)});
+    a(ZYDIS_MNEMONIC_VERR, {R(ZYDIS_REGISTER_DX)});
+    a(ZYDIS_MNEMONIC_SETZ, {R(ZYDIS_REGISTER_R8B)});  // code 0x10 is readable
+    a(ZYDIS_MNEMONIC_VERW, {R(ZYDIS_REGISTER_DX)});
+    a(ZYDIS_MNEMONIC_SETZ, {R(ZYDIS_REGISTER_R9B)});  // but not writable
+    a(ZYDIS_MNEMONIC_HLT);
+    ASSERT_EQ(m.run(a.code).kind, ExitKind::Halt);
+    EXPECT_EQ(m.st().gpr[kRax], 0x775au);
+    EXPECT_EQ(m.st().gpr[kRcx], 0x123456789u);
+    EXPECT_EQ(m.st().seg[kFs].selector, Machine::kKernelDs);
+    EXPECT_EQ(m.st().gpr[kR8] & 0xff, 1u);
+    EXPECT_EQ(m.st().gpr[kR9] & 0xff, 0u);
+}
+
 }  // namespace
 }  // namespace popek::hv::emu::test

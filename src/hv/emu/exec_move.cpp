@@ -188,6 +188,15 @@ Flow flag_op(Engine& e, const Insn&) {
 
 Flow exec_nop(Engine&, const Insn&) { return Flow::Next; }
 
+// XLAT: AL ← [seg:rBX + AL].
+Flow exec_xlat(Engine& e, const Insn& i) {
+    const uint64_t off = (e.s.gpr[kRbx] + (e.s.gpr[kRax] & 0xff)) & mask(i.addrsize);
+    uint64_t v = 0;
+    if (!e.read_mem(i.seg, off, 1, v)) return Flow::Fault;
+    e.set_gpr(kRax, 1, v);
+    return Flow::Next;
+}
+
 }  // namespace
 
 void register_move(HandlerTable& t) {
@@ -221,6 +230,7 @@ void register_move(HandlerTable& t) {
     t.set(ZYDIS_MNEMONIC_CWD, exec_extend_dx);
     t.set(ZYDIS_MNEMONIC_CDQ, exec_extend_dx);
     t.set(ZYDIS_MNEMONIC_CQO, exec_extend_dx);
+    t.set(ZYDIS_MNEMONIC_XLAT, exec_xlat);
     t.set(ZYDIS_MNEMONIC_LAHF, exec_lahf);
     t.set(ZYDIS_MNEMONIC_SAHF, exec_sahf);
     t.set(ZYDIS_MNEMONIC_CLC, flag_op<rflags::CF, 0>);

@@ -140,6 +140,13 @@ Flow software_interrupt(Engine& e, uint8_t vector) {
 Flow exec_int(Engine& e, const Insn& i) { return software_interrupt(e, static_cast<uint8_t>(i.op[0].value)); }
 Flow exec_int3(Engine& e, const Insn&) { return software_interrupt(e, kVecBP); }
 
+// INT1 (ICEBP): #DB as a trap, without the gate-privilege check of INT n.
+Flow exec_int1(Engine& e, const Insn&) {
+    if (!e.deliver_event(kVecDB, false, 0, false, e.next_rip)) return Flow::Fault;
+    e.next_rip = e.s.rip;
+    return Flow::Next;
+}
+
 Flow exec_into(Engine& e, const Insn&) {
     if (in_64bit_code(e.s)) return e.raise(kVecUD);
     if ((e.s.rflags & rflags::OF) == 0) return Flow::Next;
@@ -381,6 +388,7 @@ void register_interrupts(HandlerTable& t) {
     t.set(ZYDIS_MNEMONIC_INT, exec_int, true);
     t.set(ZYDIS_MNEMONIC_INT3, exec_int3, true);
     t.set(ZYDIS_MNEMONIC_INTO, exec_into, true);
+    t.set(ZYDIS_MNEMONIC_INT1, exec_int1, true);
     t.set(ZYDIS_MNEMONIC_IRET, exec_iret, true);
     t.set(ZYDIS_MNEMONIC_IRETD, exec_iret, true);
     t.set(ZYDIS_MNEMONIC_IRETQ, exec_iret, true);

@@ -234,6 +234,44 @@ Flow exec_load_descriptor_info(Engine& e, const Insn& i) {
     return Flow::Next;
 }
 
+// VERR/VERW: ZF=1 if the segment is readable (writable) at the current privilege.
+template <bool write>
+Flow exec_verify(Engine& e, const Insn& i) {
+    CpuState& s = e.s;
+    if ((s.cr0 & cr0::PE) == 0 || (s.rflags & rflags::VM) != 0) return e.raise(kVecUD);
+    uint64_t v = 0;
+    if (!e.read_op(i, i.op[0], v)) return Flow::Fault;
+    const auto sel = static_cast<uint16_t>(v);
+    const bool ldt = (sel & 4) != 0;
+    const uint64_t limit = ldt ? (s.ldtr.unusable ? 0 : s.ldtr.limit) : s.gdtr.limit;
+    bool ok = (sel & ~3u) != 0 && (sel & ~7u) + 7 <= limit && !(ldt && s.ldtr.unusable);
+    uint64_t d = 0;
+    if (ok && !e.read_la((ldt ? s.ldtr.base : s.gdtr.base) + (sel & ~7u), 8, d, false)) return Flow::Fault;
+    const Segment n = segment_from_descriptor(sel, d);
+    const bool code = (n.type & desc::Code) != 0;
+    ok = ok && n.s != 0;
+    if (ok) ok = write ? (!code && (n.type & desc::Writable) != 0) : (!code || (n.type & desc::Readable) != 0);
+    const bool conforming_code = code && (n.type & desc::Conforming) != 0;
+    if (ok && !conforming_code && (n.dpl < cpl(s) || n.dpl < (sel & 3u))) ok = false;
+    alu::set_flags(s, rflags::ZF, ok ? rflags::ZF : 0);
+    return Flow::Next;
+}
+
+// LDS/LES/LSS/LFS/LGS: a far pointer (offset, then selector) into a segment register and a GPR.
+template <uint8_t sreg>
+Flow exec_load_far_pointer(Engine& e, const Insn& i) {
+    const Operand& m = i.op[1];
+    if (m.kind != OpKind::Mem) return e.raise(kVecUD);
+    const unsigned size = i.op[0].size;
+    const uint64_t at = e.ea(i, m);
+    uint64_t off = 0, sel = 0;
+    if (!e.read_mem(m.seg, at, size, off) || !e.read_mem(m.seg, at + size, 2, sel)) return Flow::Fault;
+    if (!load_segment(e, sreg, static_cast<uint16_t>(sel))) return Flow::Fault;
+    if (sreg == kSs) e.s.interrupt_shadow = true;
+    e.set_reg(i.op[0], off);
+    return Flow::Next;
+}
+
 }  // namespace
 
 void register_segment(HandlerTable& t) {
@@ -247,6 +285,13 @@ void register_segment(HandlerTable& t) {
     t.set(ZYDIS_MNEMONIC_STR, exec_store_system_selector<true>);
     t.set(ZYDIS_MNEMONIC_LAR, exec_load_descriptor_info<false>);
     t.set(ZYDIS_MNEMONIC_LSL, exec_load_descriptor_info<true>);
+    t.set(ZYDIS_MNEMONIC_VERR, exec_verify<false>);
+    t.set(ZYDIS_MNEMONIC_VERW, exec_verify<true>);
+    t.set(ZYDIS_MNEMONIC_LDS, exec_load_far_pointer<kDs>, true);
+    t.set(ZYDIS_MNEMONIC_LES, exec_load_far_pointer<kEs>, true);
+    t.set(ZYDIS_MNEMONIC_LSS, exec_load_far_pointer<kSs>, true);
+    t.set(ZYDIS_MNEMONIC_LFS, exec_load_far_pointer<kFs>, true);
+    t.set(ZYDIS_MNEMONIC_LGS, exec_load_far_pointer<kGs>, true);
 }
 
 }  // namespace popek::hv::emu
