@@ -150,6 +150,31 @@ public:
     bool read_op(const Insn& i, const Operand& o, uint64_t& v, Access acc = Access::Read);
     bool write_op(const Insn& i, const Operand& o, uint64_t v);
 
+    // LOCK-prefixed read-modify-write of `size` bytes at seg:off: memory ←
+    // f(old) as one atomic step on the host (a compare-and-swap loop, so f may
+    // run more than once and must only compute). Memory outside RAM and
+    // misaligned operands fall back to a plain read and write.
+    template <class F>
+    bool atomic_rmw(uint8_t seg, uint64_t off, unsigned size, F&& f) {
+        uint64_t la = 0;
+        uint8_t* host = nullptr;
+        if (!linear(seg, off, la) || !atomic_target(la, size, host)) return false;
+        if (host == nullptr) {
+            uint64_t old = 0;
+            if (!read_la(la, size, old, user_mode(), Access::Write)) return false;
+            return write_la(la, size, f(old), user_mode());
+        }
+        switch (size) {
+        case 1: cas_loop<uint8_t>(host, f); break;
+        case 2: cas_loop<uint16_t>(host, f); break;
+        case 4: cas_loop<uint32_t>(host, f); break;
+        default: cas_loop<uint64_t>(host, f); break;
+        }
+        return true;
+    }
+    // Host address for an atomic access to [la, la+size), or null for the fallback.
+    bool atomic_target(uint64_t la, unsigned size, uint8_t*& host);
+
     // The stack (SS:RSP with the current stack-address size).
     bool push(uint64_t v, unsigned size);
     bool pop(uint64_t& v, unsigned size);
@@ -161,6 +186,14 @@ public:
     Flow jump(uint64_t target, unsigned opsize);
 
 private:
+    template <class T, class F>
+    static void cas_loop(uint8_t* p, F& f) {
+        T* t = reinterpret_cast<T*>(p);
+        T old = __atomic_load_n(t, __ATOMIC_SEQ_CST);
+        while (!__atomic_compare_exchange_n(t, &old, static_cast<T>(f(old)), false, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_SEQ_CST)) {
+        }
+    }
     Block* fetch_block();
     Block* decode_block(uint64_t la, const Translation& t, CodeMode mode);
     [[nodiscard]] CodeMode code_mode() const;

@@ -76,6 +76,18 @@ bool Engine::write_la(uint64_t la, unsigned size, uint64_t v, bool user) {
     return true;
 }
 
+bool Engine::atomic_target(uint64_t la, unsigned size, uint8_t*& host) {
+    host = nullptr;
+    Translation t;
+    if (!translate(la, Access::Write, user_mode(), t)) return false;
+    if (t.host == nullptr && mem_.is_code_page(t.gpa)) {
+        on_code_write(t.gpa);  // drop the page's blocks; the fast path opens again
+        if (!translate(la, Access::Write, user_mode(), t)) return false;
+    }
+    if ((la & (size - 1)) == 0) host = t.host;
+    return true;
+}
+
 bool Engine::probe_write(uint64_t la, size_t n, bool user) {
     Translation t;
     for (uint64_t p = la & kPageMask; p < la + n; p += kPageSize) {

@@ -11,15 +11,8 @@ using namespace alu;
 enum class Op { Add, Adc, Sub, Sbb, Cmp, And, Or, Xor, Test };
 
 template <Op op>
-Flow binop(Engine& e, const Insn& i) {
-    const Operand& d = i.op[0];
-    constexpr bool writes = op != Op::Cmp && op != Op::Test;
-    const unsigned size = d.size;
-    uint64_t a = 0, b = 0;
-    if (!e.read_op(i, d, a, writes ? Access::Write : Access::Read)) return Flow::Fault;
-    if (!e.read_op(i, i.op[1], b)) return Flow::Fault;
-    const uint64_t cf = e.s.rflags & rflags::CF;
-    uint64_t fl = 0, r = 0;
+uint64_t compute(uint64_t a, uint64_t b, uint64_t cf, unsigned size, uint64_t& fl) {
+    uint64_t r = 0;
     switch (op) {
     case Op::Add: r = add(a, b, 0, size, fl); break;
     case Op::Adc: r = add(a, b, cf, size, fl); break;
@@ -31,37 +24,63 @@ Flow binop(Engine& e, const Insn& i) {
     case Op::Or: r = (a | b) & mask(size); fl = logic_flags(r, size); break;
     case Op::Xor: r = (a ^ b) & mask(size); fl = logic_flags(r, size); break;
     }
+    return r;
+}
+
+// A LOCK prefix on a memory destination makes the read-modify-write atomic.
+bool locked(const Insn& i) { return (i.flags & insn_flags::Lock) != 0 && i.op[0].kind == OpKind::Mem; }
+
+template <Op op>
+Flow binop(Engine& e, const Insn& i) {
+    const Operand& d = i.op[0];
+    constexpr bool writes = op != Op::Cmp && op != Op::Test;
+    const unsigned size = d.size;
+    uint64_t a = 0, b = 0, fl = 0;
+    if (!e.read_op(i, i.op[1], b)) return Flow::Fault;
+    const uint64_t cf = e.s.rflags & rflags::CF;
+    if (writes && locked(i)) {
+        const auto f = [&](uint64_t old) { return compute<op>(old, b, cf, size, fl); };
+        if (!e.atomic_rmw(d.seg, e.ea(i, d), size, f)) return Flow::Fault;
+        set_arith(e.s, fl);
+        return Flow::Next;
+    }
+    if (!e.read_op(i, d, a, writes ? Access::Write : Access::Read)) return Flow::Fault;
+    const uint64_t r = compute<op>(a, b, cf, size, fl);
     if (writes && !e.write_op(i, d, r)) return Flow::Fault;
     set_arith(e.s, fl);
     return Flow::Next;
 }
 
+// dst ← f(dst) for the one-operand read-modify-write instructions, atomic under LOCK.
+template <class F>
+bool unary_rmw(Engine& e, const Insn& i, F f) {
+    const Operand& d = i.op[0];
+    if (locked(i)) return e.atomic_rmw(d.seg, e.ea(i, d), d.size, f);
+    uint64_t a = 0;
+    return e.read_op(i, d, a, Access::Write) && e.write_op(i, d, f(a));
+}
+
 template <bool is_inc>
 Flow inc_dec(Engine& e, const Insn& i) {
-    const Operand& d = i.op[0];
-    uint64_t a = 0, fl = 0;
-    if (!e.read_op(i, d, a, Access::Write)) return Flow::Fault;
-    const uint64_t r = is_inc ? add(a, 1, 0, d.size, fl) : sub(a, 1, 0, d.size, fl);
-    if (!e.write_op(i, d, r)) return Flow::Fault;
+    const unsigned size = i.op[0].size;
+    uint64_t fl = 0;
+    const auto f = [&](uint64_t a) { return is_inc ? add(a, 1, 0, size, fl) : sub(a, 1, 0, size, fl); };
+    if (!unary_rmw(e, i, f)) return Flow::Fault;
     set_flags(e.s, rflags::Arith & ~rflags::CF, fl);
     return Flow::Next;
 }
 
 Flow exec_neg(Engine& e, const Insn& i) {
-    const Operand& d = i.op[0];
-    uint64_t a = 0, fl = 0;
-    if (!e.read_op(i, d, a, Access::Write)) return Flow::Fault;
-    const uint64_t r = sub(0, a, 0, d.size, fl);
-    if (!e.write_op(i, d, r)) return Flow::Fault;
+    const unsigned size = i.op[0].size;
+    uint64_t fl = 0;
+    if (!unary_rmw(e, i, [&](uint64_t a) { return sub(0, a, 0, size, fl); })) return Flow::Fault;
     set_arith(e.s, fl);
     return Flow::Next;
 }
 
 Flow exec_not(Engine& e, const Insn& i) {
-    const Operand& d = i.op[0];
-    uint64_t a = 0;
-    if (!e.read_op(i, d, a, Access::Write)) return Flow::Fault;
-    return e.write_op(i, d, ~a & mask(d.size)) ? Flow::Next : Flow::Fault;
+    const unsigned size = i.op[0].size;
+    return unary_rmw(e, i, [size](uint64_t a) { return ~a & mask(size); }) ? Flow::Next : Flow::Fault;
 }
 
 // Widening multiply: the high and low halves and whether the high half matters.

@@ -126,6 +126,14 @@ Flow double_shift(Engine& e, const Insn& i) {
 enum class Bt { Test, Set, Reset, Complement };
 
 template <Bt k>
+uint64_t apply_bit(uint64_t v, uint64_t bit) {
+    if (k == Bt::Set) return v | (1ULL << bit);
+    if (k == Bt::Reset) return v & ~(1ULL << bit);
+    if (k == Bt::Complement) return v ^ (1ULL << bit);
+    return v;
+}
+
+template <Bt k>
 Flow bit_test(Engine& e, const Insn& i) {
     const Operand& d = i.op[0];
     const unsigned size = d.size, bits = size * 8;
@@ -133,29 +141,35 @@ Flow bit_test(Engine& e, const Insn& i) {
     if (!e.read_op(i, i.op[1], off)) return Flow::Fault;
     constexpr Access acc = k == Bt::Test ? Access::Read : Access::Write;
     uint64_t v = 0, bit = 0, addr = 0;
-    if (d.kind == OpKind::Mem && i.op[1].kind == OpKind::Gpr) {
-        // A register bit offset reaches outside the operand (signed, in operand-size units).
-        const auto soff = static_cast<int64_t>(sext(off, i.op[1].size));
-        const int64_t unit = soff >> __builtin_ctz(bits);
-        addr = e.ea(i, d) + static_cast<uint64_t>(unit * static_cast<int64_t>(size));
-        if (i.addrsize == 4) addr &= 0xffffffffULL;
-        bit = static_cast<uint64_t>(soff) & (bits - 1);
-        if (!e.read_mem(d.seg, addr, size, v, acc)) return Flow::Fault;
+    if (d.kind == OpKind::Mem) {
+        if (i.op[1].kind == OpKind::Gpr) {
+            // A register bit offset reaches outside the operand (signed, in operand-size units).
+            const auto soff = static_cast<int64_t>(sext(off, i.op[1].size));
+            const int64_t unit = soff >> __builtin_ctz(bits);
+            addr = e.ea(i, d) + static_cast<uint64_t>(unit * static_cast<int64_t>(size));
+            if (i.addrsize == 4) addr &= 0xffffffffULL;
+            bit = static_cast<uint64_t>(soff) & (bits - 1);
+        } else {
+            addr = e.ea(i, d);
+            bit = off & (bits - 1);
+        }
+        if (k != Bt::Test && (i.flags & insn_flags::Lock) != 0) {
+            if (!e.atomic_rmw(d.seg, addr, size, [&](uint64_t m) {
+                    v = m;
+                    return apply_bit<k>(m, bit);
+                })) {
+                return Flow::Fault;
+            }
+        } else {
+            if (!e.read_mem(d.seg, addr, size, v, acc)) return Flow::Fault;
+            if (k != Bt::Test && !e.write_mem(d.seg, addr, size, apply_bit<k>(v, bit))) return Flow::Fault;
+        }
     } else {
         bit = off & (bits - 1);
-        if (d.kind == OpKind::Mem) addr = e.ea(i, d);
-        if (!e.read_op(i, d, v, acc)) return Flow::Fault;
+        v = e.get_reg(d);
+        if (k != Bt::Test) e.set_reg(d, apply_bit<k>(v, bit));
     }
-    const bool cf = ((v >> bit) & 1) != 0;
-    uint64_t r = v;
-    if (k == Bt::Set) r |= 1ULL << bit;
-    if (k == Bt::Reset) r &= ~(1ULL << bit);
-    if (k == Bt::Complement) r ^= 1ULL << bit;
-    if (k != Bt::Test) {
-        const bool ok = d.kind == OpKind::Mem ? e.write_mem(d.seg, addr, size, r) : e.write_op(i, d, r);
-        if (!ok) return Flow::Fault;
-    }
-    set_flags(e.s, rflags::CF, cf ? rflags::CF : 0);
+    set_flags(e.s, rflags::CF, ((v >> bit) & 1) != 0 ? rflags::CF : 0);
     return Flow::Next;
 }
 

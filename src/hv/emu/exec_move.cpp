@@ -46,9 +46,26 @@ Flow exec_lea(Engine& e, const Insn& i) {
     return Flow::Next;
 }
 
+// A LOCK prefix on a memory destination makes the read-modify-write atomic.
+bool locked(const Insn& i) { return (i.flags & insn_flags::Lock) != 0 && i.op[0].kind == OpKind::Mem; }
+
 Flow exec_xchg(Engine& e, const Insn& i) {
     const Operand& a = i.op[0];
     const Operand& b = i.op[1];
+    if (a.kind == OpKind::Mem || b.kind == OpKind::Mem) {  // always locked with memory
+        const Operand& mem = a.kind == OpKind::Mem ? a : b;
+        const Operand& reg = a.kind == OpKind::Mem ? b : a;
+        const uint64_t v = e.get_reg(reg);
+        uint64_t old = 0;
+        if (!e.atomic_rmw(mem.seg, e.ea(i, mem), mem.size, [&](uint64_t m) {
+                old = m;
+                return v;
+            })) {
+            return Flow::Fault;
+        }
+        e.set_reg(reg, old);
+        return Flow::Next;
+    }
     uint64_t va = 0, vb = 0;
     if (!e.read_op(i, a, va, Access::Write) || !e.read_op(i, b, vb, Access::Write)) return Flow::Fault;
     // A memory operand is written first so a fault leaves the registers alone.
@@ -66,8 +83,21 @@ Flow exec_cmpxchg(Engine& e, const Insn& i) {
     const Operand& d = i.op[0];
     const unsigned size = d.size;
     uint64_t dest = 0, src = 0, fl = 0;
-    if (!e.read_op(i, d, dest, Access::Write) || !e.read_op(i, i.op[1], src)) return Flow::Fault;
     const uint64_t acc = e.s.gpr[kRax] & mask(size);
+    if (locked(i)) {
+        if (!e.read_op(i, i.op[1], src)) return Flow::Fault;
+        if (!e.atomic_rmw(d.seg, e.ea(i, d), size, [&](uint64_t m) {
+                dest = m;
+                return m == acc ? src : m;
+            })) {
+            return Flow::Fault;
+        }
+        sub(acc, dest, 0, size, fl);
+        if (acc != dest) e.set_gpr(kRax, size, dest);
+        set_arith(e.s, fl);
+        return Flow::Next;
+    }
+    if (!e.read_op(i, d, dest, Access::Write) || !e.read_op(i, i.op[1], src)) return Flow::Fault;
     sub(acc, dest, 0, size, fl);
     if (acc == (dest & mask(size))) {
         if (!e.write_op(i, d, src)) return Flow::Fault;
@@ -79,24 +109,51 @@ Flow exec_cmpxchg(Engine& e, const Insn& i) {
     return Flow::Next;
 }
 
+// CMPXCHG8B/16B: always one atomic step on RAM (the instruction is used with LOCK).
 Flow exec_cmpxchg_wide(Engine& e, const Insn& i) {
     const Operand& m = i.op[0];
     const uint64_t addr = e.ea(i, m);
     const bool wide = m.size == 16;  // CMPXCHG16B
     if (wide && (addr & 15) != 0) return e.raise(kVecGP, 0);
     uint64_t la = 0;
-    if (!e.linear(m.seg, addr, la)) return Flow::Fault;
+    uint8_t* host = nullptr;
+    if (!e.linear(m.seg, addr, la) || !e.atomic_target(la, m.size, host)) return Flow::Fault;
     const unsigned half = wide ? 8 : 4;
-    uint64_t lo = 0, hi = 0;
-    if (!e.probe_write(la, m.size, e.user_mode())) return Flow::Fault;
-    if (!e.read_la(la, half, lo, e.user_mode()) || !e.read_la(la + half, half, hi, e.user_mode())) return Flow::Fault;
     const uint64_t m_lo = mask(half);
-    const bool equal = lo == (e.s.gpr[kRax] & m_lo) && hi == (e.s.gpr[kRdx] & m_lo);
-    if (equal) {
-        if (!e.write_la(la, half, e.s.gpr[kRbx] & m_lo, e.user_mode()) ||
-            !e.write_la(la + half, half, e.s.gpr[kRcx] & m_lo, e.user_mode())) {
+    const uint64_t want_lo = e.s.gpr[kRax] & m_lo, want_hi = e.s.gpr[kRdx] & m_lo;
+    const uint64_t new_lo = e.s.gpr[kRbx] & m_lo, new_hi = e.s.gpr[kRcx] & m_lo;
+    uint64_t lo = 0, hi = 0;
+    bool equal = false;
+    if (host != nullptr && wide) {
+        uint64_t a = want_lo, d = want_hi;
+        asm volatile("lock cmpxchg16b %[mem]"
+                     : [mem] "+m"(*reinterpret_cast<unsigned char(*)[16]>(host)), "+a"(a), "+d"(d), "=@ccz"(equal)
+                     : "b"(new_lo), "c"(new_hi)
+                     : "memory");
+        lo = a;
+        hi = d;
+    } else if (host != nullptr) {
+        uint64_t cur = 0;
+        if (!e.atomic_rmw(m.seg, addr, 8, [&](uint64_t v) {
+                cur = v;
+                return (v == (want_lo | want_hi << 32)) ? (new_lo | new_hi << 32) : v;
+            })) {
             return Flow::Fault;
         }
+        lo = cur & m_lo;
+        hi = cur >> 32;
+        equal = lo == want_lo && hi == want_hi;
+    } else {
+        // Outside RAM: a plain read and write.
+        if (!e.read_la(la, half, lo, e.user_mode()) || !e.read_la(la + half, half, hi, e.user_mode())) {
+            return Flow::Fault;
+        }
+        equal = lo == want_lo && hi == want_hi;
+        if (equal && (!e.write_la(la, half, new_lo, e.user_mode()) || !e.write_la(la + half, half, new_hi, e.user_mode()))) {
+            return Flow::Fault;
+        }
+    }
+    if (equal) {
         e.s.rflags |= rflags::ZF;
     } else {
         e.set_gpr(kRax, half, lo);
@@ -109,6 +166,18 @@ Flow exec_cmpxchg_wide(Engine& e, const Insn& i) {
 Flow exec_xadd(Engine& e, const Insn& i) {
     const Operand& d = i.op[0];
     uint64_t a = 0, b = 0, fl = 0;
+    if (locked(i)) {
+        b = e.get_reg(i.op[1]);
+        if (!e.atomic_rmw(d.seg, e.ea(i, d), d.size, [&](uint64_t m) {
+                a = m;
+                return add(m, b, 0, d.size, fl);
+            })) {
+            return Flow::Fault;
+        }
+        e.set_reg(i.op[1], a);
+        set_arith(e.s, fl);
+        return Flow::Next;
+    }
     if (!e.read_op(i, d, a, Access::Write) || !e.read_op(i, i.op[1], b)) return Flow::Fault;
     const uint64_t sum = add(a, b, 0, d.size, fl);
     if (d.kind == OpKind::Mem) {

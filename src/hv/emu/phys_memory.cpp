@@ -60,7 +60,7 @@ bool PhysMemory::is_code_page(uint64_t gpa) const {
     const Range* r = find(gpa);
     if (r == nullptr) return false;
     const uint64_t page = (gpa - r->gpa) / kPageSize;
-    return (r->code_bits[page / 64] >> (page % 64)) & 1;
+    return (__atomic_load_n(&r->code_bits[page / 64], __ATOMIC_RELAXED) >> (page % 64)) & 1;
 }
 
 void PhysMemory::set_code_page(uint64_t gpa, bool is_code) {
@@ -68,10 +68,11 @@ void PhysMemory::set_code_page(uint64_t gpa, bool is_code) {
     if (r == nullptr) return;
     const uint64_t page = (gpa - r->gpa) / kPageSize;
     const uint64_t bit = 1ULL << (page % 64);
+    // Atomic: engines of several vCPUs share the bitmaps.
     if (is_code) {
-        r->code_bits[page / 64] |= bit;
+        __atomic_fetch_or(&r->code_bits[page / 64], bit, __ATOMIC_RELAXED);
     } else {
-        r->code_bits[page / 64] &= ~bit;
+        __atomic_fetch_and(&r->code_bits[page / 64], ~bit, __ATOMIC_RELAXED);
     }
 }
 
@@ -79,14 +80,14 @@ void PhysMemory::mark_dirty_slow(uint64_t gpa) {
     Range* r = find(gpa);
     if (r == nullptr) return;
     const uint64_t page = (gpa - r->gpa) / kPageSize;
-    r->dirty_bits[page / 64] |= 1ULL << (page % 64);
+    __atomic_fetch_or(&r->dirty_bits[page / 64], 1ULL << (page % 64), __ATOMIC_RELAXED);
 }
 
 std::vector<uint64_t> PhysMemory::take_dirty_log(uint64_t gpa) {
     Range* r = find(gpa);
     if (r == nullptr) return {};
     std::vector<uint64_t> out(r->dirty_bits.size(), 0);
-    out.swap(r->dirty_bits);
+    for (size_t k = 0; k < out.size(); ++k) out[k] = __atomic_exchange_n(&r->dirty_bits[k], 0, __ATOMIC_RELAXED);
     return out;
 }
 
