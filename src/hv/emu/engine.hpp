@@ -147,8 +147,27 @@ public:
         }
     }
     // Any operand: register, memory (at the current privilege) or immediate.
-    bool read_op(const Insn& i, const Operand& o, uint64_t& v, Access acc = Access::Read);
-    bool write_op(const Insn& i, const Operand& o, uint64_t v);
+    // Registers and immediates inline; the rest out of line.
+    bool read_op(const Insn& i, const Operand& o, uint64_t& v, Access acc = Access::Read) {
+        if (o.kind == OpKind::Gpr) {
+            v = get_reg(o);
+            return true;
+        }
+        if (o.kind == OpKind::Imm) {
+            v = static_cast<uint64_t>(o.value);
+            return true;
+        }
+        return read_op_slow(i, o, v, acc);
+    }
+    bool write_op(const Insn& i, const Operand& o, uint64_t v) {
+        if (o.kind == OpKind::Gpr) {
+            set_reg(o, v);
+            return true;
+        }
+        return write_op_slow(i, o, v);
+    }
+    bool read_op_slow(const Insn& i, const Operand& o, uint64_t& v, Access acc);
+    bool write_op_slow(const Insn& i, const Operand& o, uint64_t v);
 
     // LOCK-prefixed read-modify-write of `size` bytes at seg:off: memory ←
     // f(old) as one atomic step on the host (a compare-and-swap loop, so f may

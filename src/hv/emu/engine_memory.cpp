@@ -12,6 +12,25 @@ bool canonical(uint64_t la) { return static_cast<uint64_t>(static_cast<int64_t>(
 
 uint64_t size_mask(unsigned size) { return size >= 8 ? ~0ULL : (1ULL << (size * 8)) - 1; }
 
+// Fixed-size copies (the compiler turns them into single moves).
+uint64_t load(const uint8_t* p, unsigned size) {
+    switch (size) {
+    case 1: return *p;
+    case 2: { uint16_t v; std::memcpy(&v, p, 2); return v; }
+    case 4: { uint32_t v; std::memcpy(&v, p, 4); return v; }
+    default: { uint64_t v; std::memcpy(&v, p, 8); return v; }
+    }
+}
+
+void store(uint8_t* p, unsigned size, uint64_t v) {
+    switch (size) {
+    case 1: *p = static_cast<uint8_t>(v); break;
+    case 2: { const auto x = static_cast<uint16_t>(v); std::memcpy(p, &x, 2); break; }
+    case 4: { const auto x = static_cast<uint32_t>(v); std::memcpy(p, &x, 4); break; }
+    default: std::memcpy(p, &v, 8); break;
+    }
+}
+
 }  // namespace
 
 bool Engine::linear(uint8_t seg, uint64_t offset, uint64_t& la) {
@@ -55,8 +74,7 @@ bool Engine::read_la(uint64_t la, unsigned size, uint64_t& v, bool user, Access 
     Translation t;
     if (!translate(la, acc, user, t)) return false;
     if (t.host != nullptr) {
-        v = 0;
-        std::memcpy(&v, t.host, size);
+        v = load(t.host, size);
     } else {
         v = mem_.read(t.gpa, size);
     }
@@ -68,7 +86,7 @@ bool Engine::write_la(uint64_t la, unsigned size, uint64_t v, bool user) {
     Translation t;
     if (!translate(la, Access::Write, user, t)) return false;
     if (t.host != nullptr) {
-        std::memcpy(t.host, &v, size);
+        store(t.host, size, v);
         return true;
     }
     if (mem_.is_code_page(t.gpa)) on_code_write(t.gpa);
@@ -136,7 +154,7 @@ bool Engine::write_bytes(uint8_t seg, uint64_t off, const void* src, size_t n) {
     return true;
 }
 
-bool Engine::read_op(const Insn& i, const Operand& o, uint64_t& v, Access acc) {
+bool Engine::read_op_slow(const Insn& i, const Operand& o, uint64_t& v, Access acc) {
     switch (o.kind) {
     case OpKind::Gpr: v = get_reg(o); return true;
     case OpKind::Imm:
@@ -147,7 +165,7 @@ bool Engine::read_op(const Insn& i, const Operand& o, uint64_t& v, Access acc) {
     }
 }
 
-bool Engine::write_op(const Insn& i, const Operand& o, uint64_t v) {
+bool Engine::write_op_slow(const Insn& i, const Operand& o, uint64_t v) {
     switch (o.kind) {
     case OpKind::Gpr: set_reg(o, v); return true;
     case OpKind::Mem: return write_mem(o.seg, ea(i, o), o.size, v & size_mask(o.size));
