@@ -60,7 +60,6 @@ public:
             a(ZYDIS_MNEMONIC_MOV, {R(static_cast<ZydisRegister>(ZYDIS_REGISTER_RAX + k)), M(8, ZYDIS_REGISTER_RDI, k * 8)});
         }
         a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RDI), M(8, ZYDIS_REGISTER_RDI, kRdi * 8)});
-        a.bytes({});
         a.code.insert(a.code.end(), body.begin(), body.end());
         a(ZYDIS_MNEMONIC_PUSHFQ);
         a(ZYDIS_MNEMONIC_PUSH, {R(ZYDIS_REGISTER_RAX)});
