@@ -294,6 +294,15 @@ private:
             // Whether the ADD ran decides the flags; afterwards force them defined.
             return emit(p, ZYDIS_MNEMONIC_CMP, {R(reg(8)), R(reg(8))});
         }
+        case 19: {  // BMI1
+            const unsigned s2 = pick(2) ? 8 : 4, op = pick(5);
+            static constexpr ZydisMnemonic kBmi[] = {ZYDIS_MNEMONIC_ANDN, ZYDIS_MNEMONIC_BEXTR, ZYDIS_MNEMONIC_BLSI,
+                                                     ZYDIS_MNEMONIC_BLSMSK, ZYDIS_MNEMONIC_BLSR};
+            p.def = ALL;
+            p.undef = AF | PF | (op == 1 ? SF : 0);
+            if (op < 2) return emit(p, kBmi[op], {R(reg(s2)), R(reg(s2)), R(reg(s2))});
+            return emit(p, kBmi[op], {R(reg(s2)), R(reg(s2))});
+        }
         default:
             return emit(p, ZYDIS_MNEMONIC_MOV, {R(reg(sz)), I(imm(sz))});
         }

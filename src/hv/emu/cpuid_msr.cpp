@@ -16,8 +16,8 @@ constexpr uint32_t kLeaf1Edx = (1u << 0) | (1u << 2) | (1u << 3) | (1u << 4) | (
                                (1u << 25) | (1u << 26);
 // CPUID.1:ECX — CX16, POPCNT.
 constexpr uint32_t kLeaf1Ecx = (1u << 13) | (1u << 23);
-// CPUID.7.0:EBX — ERMS (REP MOVSB/STOSB are fine to use).
-constexpr uint32_t kLeaf7Ebx = 1u << 9;
+// CPUID.7.0:EBX — BMI1 (ANDN, BEXTR, BLSI, BLSMSK, BLSR, TZCNT), ERMS (REP MOVSB/STOSB are fine to use).
+constexpr uint32_t kLeaf7Ebx = (1u << 3) | (1u << 9);
 // CPUID.80000001:ECX — LAHF/SAHF in 64-bit mode, LZCNT (ABM), PREFETCHW.
 constexpr uint32_t kExt1Ecx = (1u << 0) | (1u << 5) | (1u << 8);
 // CPUID.80000001:EDX — SYSCALL, NX, 1G pages, RDTSCP, LM.

@@ -212,6 +212,39 @@ Flow bit_scan(Engine& e, const Insn& i) {
     return Flow::Next;
 }
 
+// BMI1 (VEX-encoded, 32/64-bit): ANDN, BEXTR, BLSI, BLSMSK, BLSR. TZCNT is above.
+enum class Bmi { Andn, Bextr, Blsi, Blsmsk, Blsr };
+
+template <Bmi k>
+Flow bmi1(Engine& e, const Insn& i) {
+    const unsigned size = i.op[0].size;
+    const uint64_t m = mask(size);
+    uint64_t a = 0, b = 0;
+    if (!e.read_op(i, i.op[1], a)) return Flow::Fault;
+    if (i.nops > 2 && !e.read_op(i, i.op[2], b)) return Flow::Fault;
+    a &= m;
+    b &= m;
+    uint64_t r = 0, fl = 0;
+    switch (k) {
+    case Bmi::Andn: r = ~a & b & m; break;                     // dst = ~src1 & src2
+    case Bmi::Bextr: {                                         // dst = src1[start +: len]
+        const uint64_t start = b & 0xff, len = (b >> 8) & 0xff;
+        r = start >= size * 8 ? 0 : a >> start;
+        if (len < 64) r &= (1ULL << len) - 1;
+        break;
+    }
+    case Bmi::Blsi: r = (0 - a) & a & m; if (a != 0) fl |= rflags::CF; break;
+    case Bmi::Blsmsk: r = ((a - 1) ^ a) & m; if (a == 0) fl |= rflags::CF; break;
+    case Bmi::Blsr: r = (a - 1) & a & m; if (a == 0) fl |= rflags::CF; break;
+    }
+    if (r == 0 && k != Bmi::Blsmsk) fl |= rflags::ZF;
+    if ((r & sign_bit(size)) != 0) fl |= rflags::SF;
+    // OF cleared; AF and PF undefined (cleared); SF undefined for BEXTR (computed anyway).
+    set_arith(e.s, fl);
+    e.set_reg(i.op[0], r);
+    return Flow::Next;
+}
+
 }  // namespace
 
 void register_bits(HandlerTable& t) {
@@ -233,6 +266,11 @@ void register_bits(HandlerTable& t) {
     t.set(ZYDIS_MNEMONIC_TZCNT, bit_scan<Scan::Tzcnt>);
     t.set(ZYDIS_MNEMONIC_LZCNT, bit_scan<Scan::Lzcnt>);
     t.set(ZYDIS_MNEMONIC_POPCNT, bit_scan<Scan::Popcnt>);
+    t.set(ZYDIS_MNEMONIC_ANDN, bmi1<Bmi::Andn>);
+    t.set(ZYDIS_MNEMONIC_BEXTR, bmi1<Bmi::Bextr>);
+    t.set(ZYDIS_MNEMONIC_BLSI, bmi1<Bmi::Blsi>);
+    t.set(ZYDIS_MNEMONIC_BLSMSK, bmi1<Bmi::Blsmsk>);
+    t.set(ZYDIS_MNEMONIC_BLSR, bmi1<Bmi::Blsr>);
 }
 
 }  // namespace popek::hv::emu
