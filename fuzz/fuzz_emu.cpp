@@ -2,7 +2,8 @@
 // (and the initial GPRs) run on a flat machine with identity page tables and
 // every exception vector pointing at a HLT. Whatever the bytes do — invalid
 // encodings, faults, writes over the page tables or the IDT, mode changes —
-// the engine must only produce guest exceptions and exits: no crash, no UB,
+// the engine must only produce guest exceptions and exits (MMIO as exits or
+// to no handler, chosen by the input): no crash, no UB,
 // no hang (every run() has an instruction budget), no RIP outside what the
 // guest can reach.
 #include <cstring>
@@ -37,6 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     put64(ram, kPdpt, kPd | 7);
     put64(ram, kPd, 0x87);                                             // 2M page at 0
     put64(ram, kPd + 8, (2ULL << 20) | 0x87);                          // and at 2M
+    put64(ram, kPd + 16, (4ULL << 20) | 0x87);                         // not RAM: MMIO
     put64(ram, kGdt + 0x10, 0x00af9b000000ffffULL);                    // 64-bit code
     put64(ram, kGdt + 0x18, 0x00cf93000000ffffULL);                    // data
     for (uint64_t v = 0; v < 32; ++v) {
@@ -57,9 +59,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (uint8_t r : {kSs, kDs, kEs, kFs, kGs}) s.seg[r] = flat(0x18, 3, false);
     s.gdtr = {kGdt, 0x1f};
     s.idtr = {kIdt, 0x1ff};
-    for (auto& r : s.gpr) r = in.u8() < 128 ? in.u16() * 64ULL : kCode + in.u16();
+    for (auto& r : s.gpr) r = in.u8() < 128 ? in.u16() * 128ULL : kCode + in.u16();
     s.gpr[kRsp] = kStack;
-    s.rflags = rflags::Fixed1 | ((in.u8() & 1) ? rflags::IF : 0);
+    const uint8_t mode = in.u8();
+    s.rflags = rflags::Fixed1 | ((mode & 1) ? rflags::IF : 0);
+    e.set_mmio_exits((mode & 2) != 0);
     s.rip = kCode;
     const auto code = in.rest();
     if (!code.empty()) std::memcpy(ram.data() + kCode, code.data(), std::min<size_t>(code.size(), 0x10000));
@@ -69,6 +73,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const RunExit x = e.run(20000);
         if (x.kind == ExitKind::Io) {
             popek::fuzz::check(x.data != nullptr && (x.size == 1 || x.size == 2 || x.size == 4));
+            continue;
+        }
+        if (x.kind == ExitKind::Mmio) {
+            popek::fuzz::check(x.data != nullptr && x.size >= 1 && x.size <= 8 && x.addr >= kRam);
             continue;
         }
         if (x.kind != ExitKind::Interrupted) break;

@@ -258,7 +258,7 @@ TEST_F(EmuException, PortIoExitsAndCompletes) {
     RunExit e = run();
     ASSERT_EQ(e.kind, ExitKind::Io);
     EXPECT_TRUE(e.is_write);
-    EXPECT_EQ(e.port, 0x3f8);
+    EXPECT_EQ(e.addr, 0x3f8);
     EXPECT_EQ(e.size, 1);
     EXPECT_EQ(e.data[0], 'A');
     e = m.resume();
@@ -282,7 +282,7 @@ TEST_F(EmuException, RexWDoesNotWidenPortIo) {
     const RunExit e = run();
     ASSERT_EQ(e.kind, ExitKind::Io);
     EXPECT_EQ(e.size, 4);
-    EXPECT_EQ(e.port, 0x80);
+    EXPECT_EQ(e.addr, 0x80);
 }
 
 }  // namespace

@@ -129,5 +129,72 @@ TEST(EmuState, CodeOutsideRamRunsFromTheMmioHandler) {
     EXPECT_LE(rom.reads, 3u * 15);  // an instruction's worth of bytes per instruction, not a page
 }
 
+TEST(EmuState, MmioExitsLikeKvm) {
+    Machine m;  // no MmioHandler: non-RAM accesses become exits
+    m.cpu().set_mmio_exits(true);
+    const uint64_t dev = 16ULL << 20;
+    m.poke<uint64_t>(Machine::kPd + 8 * 8, dev | 0x7 | 0x80);
+    m.poke<uint32_t>(Machine::kData, 0x00636261);  // "abc"
+    Asm a(Machine::kCode);
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RCX), I(static_cast<int64_t>(dev))});
+    a(ZYDIS_MNEMONIC_MOV, {M(4, ZYDIS_REGISTER_RCX, 0x10), I(0xabcd)});
+    const uint64_t load = a.here();
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RAX), M(8, ZYDIS_REGISTER_RCX, 0x18)});
+    a(ZYDIS_MNEMONIC_OR, {M(2, ZYDIS_REGISTER_RCX, 0x20), I(1)});
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_EDX), M(4, ZYDIS_REGISTER_RCX, 0xffe)});  // spans two pages
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RSI), I(Machine::kData)});
+    a(ZYDIS_MNEMONIC_LEA, {R(ZYDIS_REGISTER_RDI), M(8, ZYDIS_REGISTER_RCX, 0x40)});
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_RCX), I(3)});
+    a(ZYDIS_MNEMONIC_MOVSB, {}, ZYDIS_ATTRIB_HAS_REP);
+    a(ZYDIS_MNEMONIC_HLT);
+
+    RunExit e = m.run(a.code);
+    ASSERT_EQ(e.kind, ExitKind::Mmio);
+    EXPECT_TRUE(e.is_write);
+    EXPECT_EQ(e.addr, dev + 0x10);
+    EXPECT_EQ(e.size, 4);
+    EXPECT_EQ(e.data[0] | e.data[1] << 8, 0xabcd);
+    EXPECT_EQ(m.st().rip, load);  // the store completed
+
+    e = m.resume();
+    ASSERT_EQ(e.kind, ExitKind::Mmio);
+    EXPECT_FALSE(e.is_write);
+    EXPECT_EQ(e.addr, dev + 0x18);
+    EXPECT_EQ(e.size, 8);
+    EXPECT_EQ(m.st().rip, load);  // the load waits for its data
+    const uint64_t value = 0x1122334455667788;
+    std::memcpy(e.data, &value, 8);
+
+    e = m.resume();  // OR: read, then (after the data) write
+    ASSERT_EQ(e.kind, ExitKind::Mmio);
+    EXPECT_FALSE(e.is_write);
+    EXPECT_EQ(m.st().gpr[kRax], value);
+    e.data[0] = 0x88;
+    e.data[1] = 0x77;
+    e = m.resume();
+    ASSERT_EQ(e.kind, ExitKind::Mmio);
+    EXPECT_TRUE(e.is_write);
+    EXPECT_EQ(e.addr, dev + 0x20);
+    EXPECT_EQ(e.data[0] | e.data[1] << 8, 0x7789);
+
+    // Four byte reads for the access across pages, each answered in turn.
+    for (uint8_t k = 0; k < 4; ++k) {
+        e = m.resume();
+        ASSERT_EQ(e.kind, ExitKind::Mmio);
+        EXPECT_FALSE(e.is_write);
+        EXPECT_EQ(e.addr, dev + 0xffe + k);
+        e.data[0] = static_cast<uint8_t>(0x11 * (k + 1));
+    }
+    std::string sent;
+    for (e = m.resume(); e.kind == ExitKind::Mmio; e = m.resume()) {
+        EXPECT_TRUE(e.is_write);
+        sent += static_cast<char>(e.data[0]);
+    }
+    EXPECT_EQ(e.kind, ExitKind::Halt);
+    EXPECT_EQ(m.st().gpr[kRdx], 0x44332211u);
+    EXPECT_EQ(sent, "abc");
+    EXPECT_EQ(m.st().gpr[kRcx], 0u);
+}
+
 }  // namespace
 }  // namespace popek::hv::emu::test

@@ -180,10 +180,17 @@ void Engine::deliver_pending_exception() {
 
 RunExit Engine::run(uint64_t max_instructions) {
     blocks_.collect();
+    if (mmio_read_waiting_) {  // the caller answered the MMIO read: replay it
+        mmio_read_waiting_ = false;
+        std::memcpy(&mmio_wait_.value, io_data_.data(), mmio_wait_.size);
+        mmio_replay_.push_back(mmio_wait_);
+    }
     complete_pending_io();
     exit_ = RunExit{};
     uint64_t executed = 0;
     while (true) {
+        RunExit w;
+        if (next_queued_mmio_write(w)) return w;
         if (shutdown_) return RunExit{ExitKind::Shutdown, 0, 0, false, nullptr, exc_vector_};
         if (internal_ != InternalReason::None) {
             return RunExit{ExitKind::InternalError, 0, 0, false, nullptr, static_cast<uint64_t>(internal_)};
@@ -213,9 +220,18 @@ RunExit Engine::run(uint64_t max_instructions) {
         for (const Insn& i : b->insns) {
             const uint64_t fallthrough = (s.rip + i.length) & ip_mask;
             next_rip = fallthrough;
+            const bool shadow = s.interrupt_shadow;
             s.interrupt_shadow = false;
             const bool single_step = (s.rflags & rflags::TF) != 0;
+            mmio_replay_next_ = 0;
+            in_instruction_ = true;
             const Flow f = i.exec(*this, i);
+            in_instruction_ = false;
+            if (mmio_read_waiting_) {  // the caller must supply MMIO data; the instruction runs again
+                s.interrupt_shadow = shadow;
+                return exit_;
+            }
+            finish_instruction();
             ++executed;
             ++stats_.instructions;
             if (f == Flow::Next) {
@@ -225,6 +241,7 @@ RunExit Engine::run(uint64_t max_instructions) {
                     if (!deliver_event(kVecDB, false, 0, false, s.rip)) deliver_pending_exception();
                     break;
                 }
+                if (mmio_writes_queued()) break;  // reported at the top of the loop
                 // A branch (or a REP instruction yielding) leaves the block; so
                 // does a write that dropped blocks (this one may be stale now).
                 if (next_rip != fallthrough || blocks_.generation() != gen || shadowed) break;

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "hv/emu/block_cache.hpp"
 #include "hv/emu/cpu.hpp"
@@ -35,10 +36,10 @@ enum class InternalReason : uint64_t {
 
 struct RunExit {
     ExitKind kind = ExitKind::Interrupted;
-    uint16_t port = 0;        // Io
-    uint8_t size = 0;         // Io: bytes
-    bool is_write = false;    // Io
-    uint8_t* data = nullptr;  // Io: `size` bytes; for a read the caller fills them before run()
+    uint64_t addr = 0;        // Io: the port; Mmio: the guest-physical address
+    uint8_t size = 0;         // Io, Mmio: bytes
+    bool is_write = false;    // Io, Mmio
+    uint8_t* data = nullptr;  // Io, Mmio: `size` bytes; for a read the caller fills them before run()
     uint64_t detail = 0;      // InternalError: InternalReason; Shutdown: the last exception vector
 };
 
@@ -68,6 +69,11 @@ public:
     // Someone other than this CPU wrote guest memory (DMA, the loader):
     // drop the blocks decoded from [gpa, gpa+len).
     void invalidate_code(uint64_t gpa, uint64_t len);
+    // Memory that is not RAM. Off: accesses go to PhysMemory's MmioHandler.
+    // On: they return to the caller as ExitKind::Mmio, as KVM's do: a read
+    // stops before the instruction, which runs again with the data the caller
+    // put in RunExit::data; writes are reported after their instruction.
+    void set_mmio_exits(bool on) { mmio_exits_ = on; }
     // PhysMemory::take_dirty_log() was called: writes must be logged again.
     void dirty_log_cleared() { mmu_.flush_all(); }
     [[nodiscard]] const EngineStats& stats() const { return stats_; }
@@ -120,6 +126,11 @@ public:
     // Byte ranges (FXSAVE areas, 16-byte operands): all pages are checked before anything is written.
     bool read_bytes(uint8_t seg, uint64_t off, void* dst, size_t n);
     bool write_bytes(uint8_t seg, uint64_t off, const void* src, size_t n);
+    // Guest-physical accesses of the slow path: RAM, the MmioHandler, or MMIO
+    // exits. phys_read returns false when the instruction must wait for the caller.
+    bool phys_read(uint64_t gpa, unsigned size, uint64_t& v);
+    void phys_write(uint64_t gpa, unsigned size, uint64_t v);
+    [[nodiscard]] bool mmio_writes_queued() const { return mmio_write_next_ < mmio_writes_.size(); }
     // Checks that [la, la+n) may be written without writing it.
     bool probe_write(uint64_t la, size_t n, bool user);
 
@@ -221,6 +232,11 @@ private:
     void deliver_pending_exception();
     void complete_pending_io();
     bool access_cross_page(uint64_t la, unsigned size, uint64_t& v, bool user, Access acc, bool write);
+    bool next_queued_mmio_write(RunExit& out);
+    void finish_instruction() {
+        mmio_replay_.clear();
+        mmio_replay_next_ = 0;
+    }
 
     // RIP → block, skipping the TLB and hash lookups while neither the TLB
     // was flushed nor blocks were dropped since the entry was made.
@@ -251,6 +267,22 @@ private:
     InternalReason internal_ = InternalReason::None;
     RunExit exit_{};
     std::array<uint8_t, 8> io_data_{};
+    // MMIO exits: reads the current instruction already got from the caller
+    // (replayed in order when it runs again), the read it waits for, and
+    // writes not reported yet.
+    struct MmioAccess {
+        uint64_t gpa;
+        unsigned size;
+        uint64_t value;
+    };
+    bool mmio_exits_ = false;
+    bool in_instruction_ = false;  // MMIO reads outside instructions (event delivery) do not exit
+    std::vector<MmioAccess> mmio_replay_;
+    size_t mmio_replay_next_ = 0;
+    bool mmio_read_waiting_ = false;
+    MmioAccess mmio_wait_{};
+    std::vector<MmioAccess> mmio_writes_;
+    size_t mmio_write_next_ = 0;
 
 public:
     // A port read or INS waiting for its data (completed by the next run()).

@@ -56,13 +56,15 @@ bool Engine::access_cross_page(uint64_t la, unsigned size, uint64_t& v, bool use
         for (unsigned k = 0; k < size; ++k) {
             const uint64_t gpa = k < first ? a.gpa + k : b.gpa + (k - first);
             if (mem_.is_code_page(gpa)) on_code_write(gpa);
-            mem_.write(gpa, 1, bytes[k]);
+            phys_write(gpa, 1, bytes[k]);
         }
         return true;
     }
     for (unsigned k = 0; k < size; ++k) {
         const uint64_t gpa = k < first ? a.gpa + k : b.gpa + (k - first);
-        bytes[k] = static_cast<uint8_t>(mem_.read(gpa, 1));
+        uint64_t byte = 0;
+        if (!phys_read(gpa, 1, byte)) return false;
+        bytes[k] = static_cast<uint8_t>(byte);
     }
     v = 0;
     std::memcpy(&v, bytes, size);
@@ -76,7 +78,7 @@ bool Engine::read_la(uint64_t la, unsigned size, uint64_t& v, bool user, Access 
     if (t.host != nullptr) {
         v = load(t.host, size);
     } else {
-        v = mem_.read(t.gpa, size);
+        return phys_read(t.gpa, size, v);
     }
     return true;
 }
@@ -90,7 +92,47 @@ bool Engine::write_la(uint64_t la, unsigned size, uint64_t v, bool user) {
         return true;
     }
     if (mem_.is_code_page(t.gpa)) on_code_write(t.gpa);
-    mem_.write(t.gpa, size, v);
+    phys_write(t.gpa, size, v);
+    return true;
+}
+
+bool Engine::phys_read(uint64_t gpa, unsigned size, uint64_t& v) {
+    if (!mmio_exits_ || !in_instruction_ || mem_.host_page(gpa) != nullptr) {
+        v = mem_.read(gpa, size);
+        return true;
+    }
+    if (mmio_replay_next_ < mmio_replay_.size()) {
+        const MmioAccess& r = mmio_replay_[mmio_replay_next_];
+        if (r.gpa == gpa && r.size == size) {
+            ++mmio_replay_next_;
+            v = r.value;
+            return true;
+        }
+    }
+    // Ask the caller; the instruction runs again once the data is there.
+    mmio_read_waiting_ = true;
+    mmio_wait_ = MmioAccess{gpa, size, 0};
+    exit_ = RunExit{ExitKind::Mmio, gpa, static_cast<uint8_t>(size), false, io_data_.data(), 0};
+    return false;
+}
+
+void Engine::phys_write(uint64_t gpa, unsigned size, uint64_t v) {
+    if (!mmio_exits_ || mem_.host_page(gpa) != nullptr) {
+        mem_.write(gpa, size, v);
+        return;
+    }
+    mmio_writes_.push_back(MmioAccess{gpa, size, v});
+}
+
+bool Engine::next_queued_mmio_write(RunExit& out) {
+    if (!mmio_writes_queued()) {
+        mmio_writes_.clear();
+        mmio_write_next_ = 0;
+        return false;
+    }
+    const MmioAccess& w = mmio_writes_[mmio_write_next_++];
+    std::memcpy(io_data_.data(), &w.value, 8);
+    out = RunExit{ExitKind::Mmio, w.gpa, static_cast<uint8_t>(w.size), true, io_data_.data(), 0};
     return true;
 }
 
@@ -125,7 +167,13 @@ bool Engine::read_bytes(uint8_t seg, uint64_t off, void* dst, size_t n) {
         Translation t;
         if (!translate(cur, Access::Read, user, t)) return false;
         for (size_t k = 0; k < chunk; ++k) {
-            out[done + k] = t.host != nullptr ? t.host[k] : static_cast<uint8_t>(mem_.read(t.gpa + k, 1));
+            uint64_t b = 0;
+            if (t.host != nullptr) {
+                b = t.host[k];
+            } else if (!phys_read(t.gpa + k, 1, b)) {
+                return false;
+            }
+            out[done + k] = static_cast<uint8_t>(b);
         }
         done += chunk;
     }
@@ -147,7 +195,7 @@ bool Engine::write_bytes(uint8_t seg, uint64_t off, const void* src, size_t n) {
             std::memcpy(t.host, in + done, chunk);
         } else {
             if (mem_.is_code_page(t.gpa)) on_code_write(t.gpa);
-            for (size_t k = 0; k < chunk; ++k) mem_.write(t.gpa + k, 1, in[done + k]);
+            for (size_t k = 0; k < chunk; ++k) phys_write(t.gpa + k, 1, in[done + k]);
         }
         done += chunk;
     }

@@ -74,8 +74,8 @@ Flow string_op(Engine& e, const Insn& i) {
             if ((i.flags & insn_flags::Rep) != 0 && !zf) return Flow::Next;
             if ((i.flags & insn_flags::Repne) != 0 && zf) return Flow::Next;
         }
-        if (n + 1 == kRepChunk) {
-            e.next_rip = e.s.rip;  // continue later
+        if (n + 1 == kRepChunk || e.mmio_writes_queued()) {
+            e.next_rip = e.s.rip;  // continue later (after the caller saw the MMIO write)
             return Flow::Next;
         }
     }
