@@ -23,7 +23,9 @@ struct Piece {
 
 class Generator {
 public:
-    explicit Generator(uint64_t seed) : rng_(seed) {}
+    // `keep_rbp`: never use RBP (it points at the memory operands' buffer).
+    explicit Generator(uint64_t seed, bool keep_rbp = false) : rng_(seed), keep_rbp_(keep_rbp) {}
+    [[nodiscard]] static bool uses_memory() { return false; }
 
     uint64_t value() {
         switch (pick(8)) {
@@ -76,20 +78,23 @@ private:
     unsigned pick(unsigned n) { return static_cast<unsigned>(rng_() % n); }
 
     // A GPR other than RSP (and its byte SPL), `size` bytes.
+public:
     ZydisRegister reg(unsigned size) {
-        unsigned idx = pick(15);
-        if (idx >= 4) ++idx;
+        unsigned idx = keep_rbp_ ? pick(14) : pick(15);
+        if (idx >= 4) idx += keep_rbp_ ? 2 : 1;
         switch (size) {
         case 8: return static_cast<ZydisRegister>(ZYDIS_REGISTER_RAX + idx);
         case 4: return static_cast<ZydisRegister>(ZYDIS_REGISTER_EAX + idx);
         case 2: return static_cast<ZydisRegister>(ZYDIS_REGISTER_AX + idx);
         default: {
-            unsigned n = pick(19);  // AL..BH, then BPL.. R15B (skipping SPL)
-            if (n >= 8) ++n;
+            unsigned n = keep_rbp_ ? pick(18) : pick(19);  // AL..BH, then (BPL) SIL.. R15B, skipping SPL
+            if (n >= 8) n += keep_rbp_ ? 2 : 1;
             return static_cast<ZydisRegister>(ZYDIS_REGISTER_AL + n);
         }
         }
     }
+
+private:
     unsigned size() { return 1u << pick(4); }
     unsigned size_wide() { return 2u << pick(3); }
     int64_t imm(unsigned sz) {
@@ -309,12 +314,14 @@ private:
     }
 
     std::mt19937_64 rng_;
+    bool keep_rbp_;
 };
 
 // SSE2 integer and move instructions between XMM registers (and GPRs).
 class SseGenerator {
 public:
     explicit SseGenerator(uint64_t seed) : rng_(seed) {}
+    [[nodiscard]] static bool uses_memory() { return false; }
     uint64_t value() { return base_.value(); }
     Xmm xmm_value() { return base_.xmm_value(); }
 

@@ -11,7 +11,7 @@
 #include <random>
 #include <string>
 
-#include "emu_diff_gen.hpp"
+#include "emu_diff_mem.hpp"
 #include "emu_env.hpp"
 
 namespace popek::hv::emu::test {
@@ -22,6 +22,7 @@ struct State {
     uint64_t rflags;
     Xmm xmm[16];
     uint32_t mxcsr;
+    uint8_t mem[256];  // memory operands: [rbp + 0..255]
 };
 constexpr int32_t kXmmOffset = 136;
 constexpr int32_t kMxcsrOffset = kXmmOffset + 16 * 16;
@@ -130,8 +131,11 @@ void run_differential(Gen& gen, int sequences, int length) {
         init.rflags = (gen.value() & ALL) | rflags::Fixed1 | rflags::IF;
         // Every exception masked; random rounding, flush-to-zero and sticky flags.
         init.mxcsr = static_cast<uint32_t>(0x1f80 | (gen.value() & 0xe03f));
+        for (auto& b : init.mem) b = static_cast<uint8_t>(gen.value());
+        const bool memory = gen.uses_memory();
 
         State native = init;
+        if (memory) native.gpr[kRbp] = reinterpret_cast<uint64_t>(&native.mem[0]);
         host.run(code, native);
 
         CpuState& s = m.st();
@@ -140,6 +144,10 @@ void run_differential(Gen& gen, int sequences, int length) {
             s.xmm[k] = init.xmm[k];
         }
         s.mxcsr = init.mxcsr;
+        if (memory) {
+            s.gpr[kRbp] = Machine::kData;
+            std::memcpy(m.ram(Machine::kData), init.mem, sizeof init.mem);
+        }
         s.gpr[kRsp] = Machine::kStackTop;
         s.rflags = init.rflags;
         std::vector<uint8_t> program = code;
@@ -151,7 +159,7 @@ void run_differential(Gen& gen, int sequences, int length) {
         std::string diff;
         char line[128];
         for (unsigned k = 0; k < 16; ++k) {
-            if (k == kRsp || s.gpr[k] == native.gpr[k]) continue;
+            if (k == kRsp || (memory && k == kRbp) || s.gpr[k] == native.gpr[k]) continue;
             std::snprintf(line, sizeof line, "  r%u: engine %#llx host %#llx\n", k,
                           static_cast<unsigned long long>(s.gpr[k]), static_cast<unsigned long long>(native.gpr[k]));
             diff += line;
@@ -163,6 +171,14 @@ void run_differential(Gen& gen, int sequences, int length) {
                           static_cast<unsigned long long>(native.xmm[k].hi),
                           static_cast<unsigned long long>(native.xmm[k].lo));
             diff += line;
+        }
+        if (memory && std::memcmp(m.ram(Machine::kData), native.mem, sizeof native.mem) != 0) {
+            for (unsigned k = 0; k < sizeof native.mem; ++k) {
+                if (m.ram(Machine::kData)[k] == native.mem[k]) continue;
+                std::snprintf(line, sizeof line, "  mem[%u]: engine %#x host %#x\n", k, m.ram(Machine::kData)[k],
+                              native.mem[k]);
+                diff += line;
+            }
         }
         if (s.mxcsr != native.mxcsr) {
             std::snprintf(line, sizeof line, "  mxcsr: engine %#x host %#x\n", s.mxcsr, native.mxcsr);
@@ -184,6 +200,11 @@ void run_differential(Gen& gen, int sequences, int length) {
 TEST(EmuDifferential, RandomIntegerSequencesMatchTheHostCpu) {
     Generator gen(0x9e3779b97f4a7c15ULL);
     run_differential(gen, 20000, 8);
+}
+
+TEST(EmuDifferential, RandomMemoryOperandSequencesMatchTheHostCpu) {
+    MemGenerator gen(0x853c49e6748fea9bULL);
+    run_differential(gen, 10000, 8);
 }
 
 TEST(EmuDifferential, RandomSseSequencesMatchTheHostCpu) {
