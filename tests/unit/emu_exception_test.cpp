@@ -285,5 +285,30 @@ TEST_F(EmuException, RexWDoesNotWidenPortIo) {
     EXPECT_EQ(e.addr, 0x80);
 }
 
+TEST_F(EmuException, NmiIgnoresIfAndWaitsForIret) {
+    const uint64_t counter = kRecord + 16;
+    Asm h(Machine::kHandlers);
+    h(ZYDIS_MNEMONIC_INC, {M(8, ZYDIS_REGISTER_NONE, static_cast<int64_t>(counter))});
+    h(ZYDIS_MNEMONIC_HLT);
+    h(ZYDIS_MNEMONIC_IRETQ);
+    m.load(Machine::kHandlers, h.code);
+    m.set_gate(kVecNMI, Machine::kHandlers);
+    a(ZYDIS_MNEMONIC_CLI);
+    a(ZYDIS_MNEMONIC_NOP);
+    a(ZYDIS_MNEMONIC_HLT);
+    m.load(Machine::kCode, a.code);
+    m.st().rip = Machine::kCode;
+    m.cpu().raise_nmi();
+    ASSERT_EQ(m.resume().kind, ExitKind::Halt);  // in the handler, despite IF=0
+    EXPECT_EQ(m.peek<uint64_t>(counter), 1u);
+    m.cpu().raise_nmi();  // blocked until the handler's IRET
+    ASSERT_EQ(m.resume().kind, ExitKind::Halt);
+    EXPECT_EQ(m.peek<uint64_t>(counter), 1u);
+    EXPECT_TRUE(m.cpu().nmi_blocked());
+    m.st().halted = false;  // let the handler reach its IRETQ
+    ASSERT_EQ(m.resume().kind, ExitKind::Halt);
+    EXPECT_EQ(m.peek<uint64_t>(counter), 2u);  // the second NMI came right after the IRET
+}
+
 }  // namespace
 }  // namespace popek::hv::emu::test

@@ -198,6 +198,13 @@ RunExit Engine::run(uint64_t max_instructions) {
         if (exit_requested_.load(std::memory_order_relaxed) || executed >= max_instructions) {
             return RunExit{};
         }
+        if (nmi_pending_ && !nmi_blocked_ && !s.interrupt_shadow) {
+            nmi_pending_ = false;
+            nmi_blocked_ = true;
+            s.halted = false;
+            if (!deliver_event(kVecNMI, false, 0, false, s.rip)) deliver_pending_exception();
+            continue;
+        }
         if (irq_pending_ && (s.rflags & rflags::IF) != 0 && !s.interrupt_shadow) {
             irq_pending_ = false;
             s.halted = false;

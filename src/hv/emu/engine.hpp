@@ -64,6 +64,13 @@ public:
     // A pending external interrupt (INTR) with this vector; taken when RFLAGS.IF allows.
     void raise_irq(uint8_t vector) { irq_pending_ = true; irq_vector_ = vector; }
     [[nodiscard]] bool irq_pending() const { return irq_pending_; }
+    // A pending NMI: taken regardless of RFLAGS.IF (not in an STI/MOV SS
+    // shadow), then further NMIs wait until the handler's IRET.
+    void raise_nmi() { nmi_pending_ = true; }
+    // IRET ends NMI blocking.
+    void nmi_returned() { nmi_blocked_ = false; }
+    [[nodiscard]] bool nmi_pending() const { return nmi_pending_; }
+    [[nodiscard]] bool nmi_blocked() const { return nmi_blocked_; }
     // The caller changed CR0/CR3/CR4/EFER or segments behind the engine's back.
     void state_changed() { mmu_.flush_all(); }
     // Someone other than this CPU wrote guest memory (DMA, the loader):
@@ -257,6 +264,8 @@ private:
     Block scratch_;  // uncached blocks (an instruction across two pages, code outside RAM)
     std::atomic<bool> exit_requested_{false};
     bool irq_pending_ = false;
+    bool nmi_pending_ = false;
+    bool nmi_blocked_ = false;
     uint8_t irq_vector_ = 0;
     // The exception raised by the current instruction.
     uint8_t exc_vector_ = 0;

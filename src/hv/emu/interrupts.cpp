@@ -225,7 +225,7 @@ Flow far_return(Engine& e, const Insn& i, uint64_t rip, uint16_t cs_sel, bool ha
     return Flow::Next;
 }
 
-Flow exec_iret(Engine& e, const Insn& i) {
+Flow iret(Engine& e, const Insn& i) {
     CpuState& s = e.s;
     const unsigned size = i.opsize;
     if ((s.cr0 & cr0::PE) == 0) {
@@ -262,6 +262,12 @@ Flow exec_iret(Engine& e, const Insn& i) {
     }
     s.rflags = (old_flags & ~changeable) | (v[2] & changeable) | rflags::Fixed1;
     return Flow::Next;
+}
+
+Flow exec_iret(Engine& e, const Insn& i) {
+    const Flow f = iret(e, i);
+    if (f == Flow::Next) e.nmi_returned();
+    return f;
 }
 
 }  // namespace
