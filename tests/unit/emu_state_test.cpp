@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "arch/x86/cpuid.hpp"
 #include "emu_env.hpp"
 
 namespace popek::hv::emu::test {
@@ -194,6 +195,28 @@ TEST(EmuState, MmioExitsLikeKvm) {
     EXPECT_EQ(m.st().gpr[kRdx], 0x44332211u);
     EXPECT_EQ(sent, "abc");
     EXPECT_EQ(m.st().gpr[kRcx], 0u);
+}
+
+TEST(EmuState, CpuidTableThroughPopeksPolicy) {
+    const std::vector<CpuidEntry> supported = supported_cpuid();
+    ASSERT_FALSE(supported.empty());
+    EXPECT_EQ(arch::x86::cpuid_vendor(supported), arch::x86::CpuVendor::Intel);
+    Machine m;
+    m.cpu().set_cpuid(arch::x86::cpuid_policy(supported, {1, 2, 0}));
+    Asm a(Machine::kCode);
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_EAX), I(1)});
+    a(ZYDIS_MNEMONIC_CPUID);
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_R8), R(ZYDIS_REGISTER_RBX)});
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_R9), R(ZYDIS_REGISTER_RCX)});
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_R10), R(ZYDIS_REGISTER_RDX)});
+    a(ZYDIS_MNEMONIC_MOV, {R(ZYDIS_REGISTER_EAX), I(static_cast<int32_t>(0x80000001u))});
+    a(ZYDIS_MNEMONIC_CPUID);
+    a(ZYDIS_MNEMONIC_HLT);
+    ASSERT_EQ(m.run(a.code).kind, ExitKind::Halt);
+    EXPECT_EQ(m.st().gpr[kR8] >> 24, 1u);                // APIC id of vCPU 1, from the policy
+    EXPECT_NE(m.st().gpr[kR9] & (1u << 31), 0u);         // hypervisor bit, from the policy
+    EXPECT_NE(m.st().gpr[kR10] & (1u << 26), 0u);        // SSE2, from the engine
+    EXPECT_NE(m.st().gpr[kRdx] & (1u << 29), 0u);        // long mode, from the engine
 }
 
 }  // namespace

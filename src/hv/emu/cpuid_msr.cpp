@@ -82,6 +82,36 @@ void cpuid(const CpuState&, uint32_t leaf, uint32_t subleaf, uint32_t out[4]) {
     }
 }
 
+std::vector<CpuidEntry> supported_cpuid() {
+    static constexpr uint32_t kLeaves[] = {0, 1, 7, 0x80000000, 0x80000001, 0x80000002,
+                                           0x80000003, 0x80000004, 0x80000008};
+    const CpuState none{};
+    std::vector<CpuidEntry> out;
+    for (uint32_t leaf : kLeaves) {
+        uint32_t r[4];
+        cpuid(none, leaf, 0, r);
+        out.push_back(CpuidEntry{leaf, 0, leaf == 7, r[0], r[1], r[2], r[3]});
+    }
+    return out;
+}
+
+void Engine::cpuid(uint32_t leaf, uint32_t subleaf, uint32_t out[4]) const {
+    if (cpuid_table_.empty()) {
+        emu::cpuid(s, leaf, subleaf, out);
+        return;
+    }
+    out[0] = out[1] = out[2] = out[3] = 0;
+    for (const CpuidEntry& c : cpuid_table_) {
+        if (c.function == leaf && (!c.index_significant || c.index == subleaf)) {
+            out[0] = c.eax;
+            out[1] = c.ebx;
+            out[2] = c.ecx;
+            out[3] = c.edx;
+            return;
+        }
+    }
+}
+
 bool read_msr(Engine& e, uint32_t index, uint64_t& v) {
     const CpuState& s = e.s;
     const Msrs& m = s.msrs;

@@ -58,6 +58,11 @@ public:
     // Runs until an exit or until about `max_instructions` have executed
     // (then ExitKind::Interrupted). Completes a pending port read first.
     RunExit run(uint64_t max_instructions);
+    // The CPUID table the guest sees (after popek's policy); empty: the
+    // engine's own (supported_cpuid()). Leaves not in the table read as zero.
+    void set_cpuid(std::vector<CpuidEntry> table) { cpuid_table_ = std::move(table); }
+    // CPUID for leaf/subleaf as the guest sees it.
+    void cpuid(uint32_t leaf, uint32_t subleaf, uint32_t out[4]) const;
     // Thread-safe: the current or next run() returns Interrupted soon.
     void request_exit() { exit_requested_.store(true, std::memory_order_relaxed); }
     void clear_exit_request() { exit_requested_.store(false, std::memory_order_relaxed); }
@@ -306,6 +311,10 @@ public:
 
 private:
     EngineStats stats_{};
+    std::vector<CpuidEntry> cpuid_table_;
 };
+
+// Every CPUID leaf the engine implements, for Hypervisor::supported_cpuid.
+std::vector<CpuidEntry> supported_cpuid();
 
 }  // namespace popek::hv::emu

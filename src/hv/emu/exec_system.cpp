@@ -146,7 +146,7 @@ Flow exec_wrmsr(Engine& e, const Insn&) {
 
 Flow exec_cpuid(Engine& e, const Insn&) {
     uint32_t r[4];
-    cpuid(e.s, static_cast<uint32_t>(e.s.gpr[kRax]), static_cast<uint32_t>(e.s.gpr[kRcx]), r);
+    e.cpuid(static_cast<uint32_t>(e.s.gpr[kRax]), static_cast<uint32_t>(e.s.gpr[kRcx]), r);
     e.s.gpr[kRax] = r[0];
     e.s.gpr[kRbx] = r[1];
     e.s.gpr[kRcx] = r[2];

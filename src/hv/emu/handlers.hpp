@@ -32,7 +32,7 @@ Flow exec_far_transfer(Engine& e, const Insn& i);
 // Segment-register load with the protected-mode descriptor checks (segments.cpp).
 bool load_segment(Engine& e, uint8_t sreg, uint16_t selector);
 
-// The engine's CPUID and MSRs (cpuid.cpp).
+// The engine's CPUID and MSRs (cpuid_msr.cpp).
 void cpuid(const CpuState& s, uint32_t leaf, uint32_t subleaf, uint32_t out[4]);
 bool read_msr(Engine& e, uint32_t index, uint64_t& value);   // false: #GP
 bool write_msr(Engine& e, uint32_t index, uint64_t value);   // false: #GP
