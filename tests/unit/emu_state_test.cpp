@@ -219,5 +219,22 @@ TEST(EmuState, CpuidTableThroughPopeksPolicy) {
     EXPECT_NE(m.st().gpr[kRdx] & (1u << 29), 0u);        // long mode, from the engine
 }
 
+TEST(EmuState, EveryListedMsrReadsAndRestores) {
+    Machine m;
+    m.st().msrs.lstar = 0xffffffff81000000;
+    m.st().seg[kGs].base = 0xffff888000000000;
+    Machine other;
+    for (uint32_t index : msr_indices()) {
+        uint64_t v = 0;
+        ASSERT_TRUE(get_msr(m.cpu(), index, v)) << std::hex << index;
+        EXPECT_TRUE(set_msr(other.cpu(), index, v)) << std::hex << index;
+    }
+    EXPECT_EQ(other.st().msrs.lstar, 0xffffffff81000000u);
+    EXPECT_EQ(other.st().seg[kGs].base, 0xffff888000000000u);
+    EXPECT_EQ(other.st().efer, m.st().efer);
+    uint64_t v = 0;
+    EXPECT_FALSE(get_msr(m.cpu(), 0x12345, v));
+}
+
 }  // namespace
 }  // namespace popek::hv::emu::test

@@ -213,4 +213,22 @@ bool write_msr(Engine& e, uint32_t index, uint64_t v) {
     }
 }
 
+std::vector<uint32_t> msr_indices() {
+    std::vector<uint32_t> out = {msr::TSC,         msr::APIC_BASE,  msr::MTRRCAP,      msr::SYSENTER_CS,
+                                 msr::SYSENTER_ESP, msr::SYSENTER_EIP, msr::MISC_ENABLE, msr::PAT,
+                                 msr::MTRR_DEF_TYPE, msr::MTRR_FIX64K, msr::MTRR_FIX16K_80000,
+                                 msr::MTRR_FIX16K_A0000, msr::EFER, msr::STAR, msr::LSTAR, msr::CSTAR,
+                                 msr::SFMASK, msr::FS_BASE, msr::GS_BASE, msr::KERNEL_GS_BASE, msr::TSC_AUX};
+    for (uint32_t k = msr::MTRR_PHYS_FIRST; k <= msr::MTRR_PHYS_LAST; ++k) out.push_back(k);
+    for (uint32_t k = msr::MTRR_FIX4K_FIRST; k <= msr::MTRR_FIX4K_LAST; ++k) out.push_back(k);
+    return out;
+}
+
+bool get_msr(Engine& e, uint32_t index, uint64_t& value) { return read_msr(e, index, value); }
+
+bool set_msr(Engine& e, uint32_t index, uint64_t value) {
+    if (index == msr::MTRRCAP) return true;  // read-only; restoring the same value is fine
+    return write_msr(e, index, value);
+}
+
 }  // namespace popek::hv::emu

@@ -316,5 +316,11 @@ private:
 
 // Every CPUID leaf the engine implements, for Hypervisor::supported_cpuid.
 std::vector<CpuidEntry> supported_cpuid();
+// Every MSR the engine implements (what a snapshot saves), TSC included.
+std::vector<uint32_t> msr_indices();
+// MSR access for the backend (get_msrs/set_msrs): the guest's RDMSR/WRMSR
+// semantics, false where the guest would get #GP.
+bool get_msr(Engine& e, uint32_t index, uint64_t& value);
+bool set_msr(Engine& e, uint32_t index, uint64_t value);
 
 }  // namespace popek::hv::emu
