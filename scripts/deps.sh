@@ -8,7 +8,7 @@ packages=(
   libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
-  liburing-dev libboost1.81-dev libxxhash-dev libzstd-dev liblz4-dev
+  liburing-dev libboost1.81-dev libzydis-dev libxxhash-dev libzstd-dev liblz4-dev
   acpica-tools qemu-system-x86 qemu-utils
   iproute2 procps
 )
