@@ -137,7 +137,7 @@ void probe_main(u64 boot, u64 cpu) {
     } else if (str_eq(workload, "crash")) {
         workload_crash();
     } else if (str_eq(workload, "blk-test")) {
-        workload_blk_test();
+        workload_blk_test(number_arg(workload, arg, 1, false));
     } else if (str_eq(workload, "blk-bench")) {
         workload_blk_bench(arg, next_word(&cursor));
     } else if (str_eq(workload, "blk-hostile")) {

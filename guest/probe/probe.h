@@ -144,7 +144,7 @@ void workload_fault(void);
 void workload_smp(void);
 void workload_initrd(void);
 /* virtio workloads (virtio_*.c) */
-void workload_blk_test(void);
+void workload_blk_test(u64 rounds);
 void workload_blk_bench(const char *mode, const char *count);
 void workload_blk_hostile(const char *only_case);
 void workload_blk_msix(u64 n);

@@ -66,10 +66,11 @@ static void put_status_error(const char *what, u8 status) {
     probe_exit(1);
 }
 
-/* blk-test: capacity, id, then write / flush / read back / compare a 64 KiB
- * pattern at sector 8; or, on a read-only device, a refused write and a
- * read of sectors 0-7. */
-void workload_blk_test(void) {
+/* blk-test [ROUNDS]: capacity, id, then write / flush / read back / compare
+ * a 64 KiB pattern at sector 8, ROUNDS times (default 1: long runs give a
+ * snapshot or migration time to land in the middle); or, on a read-only
+ * device, a refused write and a read of sectors 0-7. */
+void workload_blk_test(u64 rounds) {
     struct blk b;
     blk_open(&b, 1);
 
@@ -110,20 +111,23 @@ void workload_blk_test(void) {
     for (u32 i = 0; i < BLK_TEST_BYTES; i++) wbuf[i] = blk_pattern(BLK_TEST_SECTOR + i / SECTOR, i % SECTOR);
     u64 fnv = fnv1a64(FNV64_INIT, wbuf, BLK_TEST_BYTES);
 
-    st = blk_sync(&b, VIRTIO_BLK_T_OUT, BLK_TEST_SECTOR, wbuf, BLK_TEST_BYTES, "blk write");
-    if (st != VIRTIO_BLK_S_OK) put_status_error("write", st);
-    if (b.flush) {
-        st = blk_sync(&b, VIRTIO_BLK_T_FLUSH, 0, NULL, 0, "blk flush");
-        if (st != VIRTIO_BLK_S_OK) put_status_error("flush", st);
-    }
-    st = blk_sync(&b, VIRTIO_BLK_T_IN, BLK_TEST_SECTOR, rbuf, BLK_TEST_BYTES, "blk read");
-    if (st != VIRTIO_BLK_S_OK) put_status_error("read", st);
-    for (u32 i = 0; i < BLK_TEST_BYTES; i++) {
-        if (rbuf[i] != wbuf[i]) {
-            put_str("PROBE-ERROR blk-test read back differs at byte ");
-            put_dec(i);
-            put_char('\n');
-            probe_exit(1);
+    for (u64 r = 0; r < rounds; r++) {
+        for (u32 i = 0; i < BLK_TEST_BYTES; i++) rbuf[i] = 0;
+        st = blk_sync(&b, VIRTIO_BLK_T_OUT, BLK_TEST_SECTOR, wbuf, BLK_TEST_BYTES, "blk write");
+        if (st != VIRTIO_BLK_S_OK) put_status_error("write", st);
+        if (b.flush) {
+            st = blk_sync(&b, VIRTIO_BLK_T_FLUSH, 0, NULL, 0, "blk flush");
+            if (st != VIRTIO_BLK_S_OK) put_status_error("flush", st);
+        }
+        st = blk_sync(&b, VIRTIO_BLK_T_IN, BLK_TEST_SECTOR, rbuf, BLK_TEST_BYTES, "blk read");
+        if (st != VIRTIO_BLK_S_OK) put_status_error("read", st);
+        for (u32 i = 0; i < BLK_TEST_BYTES; i++) {
+            if (rbuf[i] != wbuf[i]) {
+                put_str("PROBE-ERROR blk-test read back differs at byte ");
+                put_dec(i);
+                put_char('\n');
+                probe_exit(1);
+            }
         }
     }
     put_str("PROBE-DONE blk-test written=");

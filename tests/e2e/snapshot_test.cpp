@@ -146,13 +146,15 @@ TEST(Snapshot, DiskPatternIsIntactAfterARestore) {
     TempDir dir;
     TempImage img(64 << 20);
     const std::string sock = dir.path("api.sock"), snap = dir.path("snap");
-    Child source(run_argv("blk-test", sock, {"--disk", img.path() + ",id=probe-disk"}));
-    ASSERT_TRUE(source.wait_for_line("PROBE-READY", 30s)) << source.err();
+    // 3000 rounds of write / flush / read back / compare: ~1 s or more, so
+    // the snapshot lands in the middle of the disk traffic.
+    Child source(run_argv("blk-test 3000", sock, {"--disk", img.path() + ",id=probe-disk"}));
+    ASSERT_TRUE(source.wait_for_line("PROBE-BLK", 30s)) << source.err();
     auto saved = ctl(sock, {"snapshot", snap});
-    // blk-test is short: the snapshot may land before or after the guest ends.
-    auto src = source.finish(60s);
+    ASSERT_EQ(saved.exit_code, 0) << saved.err;
+    auto src = source.finish(120s);
     ASSERT_EQ(src.exit_code, 0) << src.err;
-    if (saved.exit_code != 0) GTEST_SKIP() << "the guest finished before the snapshot: " << saved.err;
+    ASSERT_NE(line_starting(src.out, "PROBE-DONE blk-test written=65536"), "") << src.out;
 
     auto restored = restore(snap);
     ASSERT_EQ(restored.exit_code, 0) << restored.out << restored.err;
