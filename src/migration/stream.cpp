@@ -156,7 +156,8 @@ Result<Hello> hello_from_json(const json& j) {
     if (!j.is_object()) return Error{"hello: not a map"};
     auto u64 = [&](const char* name) -> Result<uint64_t> {
         auto it = j.find(name);
-        if (it == j.end() || !it->is_number_unsigned()) return Error{std::string("hello: missing or bad '") + name + "'"};
+        const bool ok = it != j.end() && (it->is_number_unsigned() || (it->is_number_integer() && it->get<int64_t>() >= 0));
+        if (!ok) return Error{std::string("hello: missing or bad '") + name + "' (want an unsigned integer)"};
         return it->get<uint64_t>();
     };
     auto str = [&](const char* name) -> Result<std::string> {
