@@ -51,6 +51,8 @@ void check_command(const vmm::Command& c, std::string_view method, std::string_v
             if constexpr (std::is_same_v<T, vmm::PauseCommand>) check(put && path == "/vm/pause");
             if constexpr (std::is_same_v<T, vmm::ResumeCommand>) check(put && path == "/vm/resume");
             if constexpr (std::is_same_v<T, vmm::ShutdownCommand>) check(put && path == "/vm/shutdown");
+            if constexpr (std::is_same_v<T, vmm::MigrateCommand>) check(put && path == "/vm/migrate" && cmd.to.rfind("tcp:", 0) == 0);
+            if constexpr (std::is_same_v<T, vmm::MigrationStatusCommand>) check(get && path == "/vm/migration");
             if constexpr (std::is_same_v<T, vmm::SnapshotCommand>) {
                 check(put && path == "/vm/snapshot");
                 check(!cmd.path.empty() && cmd.path.front() == '/' && cmd.path.size() < 4096);

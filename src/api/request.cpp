@@ -5,6 +5,9 @@
 #include <limits>
 #include <optional>
 
+#include "migration/compress/codec.hpp"
+#include "migration/stream.hpp"
+
 namespace popek::api {
 
 namespace {
@@ -86,6 +89,24 @@ ParsedRequest parse_snapshot(const json* body) {
     return vmm::Command{std::move(c)};
 }
 
+ParsedRequest parse_migrate(const json* body) {
+    vmm::MigrateCommand c;
+    if (auto e = only_fields(*body, {"to", "downtime_ms", "max_rounds", "compress"})) return *e;
+    auto to = body->find("to");
+    if (to == body->end() || !to->is_string()) return bad_request("field \"to\" must be a string tcp:HOST:PORT");
+    c.to = to->get<std::string>();
+    if (auto a = migration::parse_tcp_address(c.to); !a) return bad_request("field \"to\": " + printable(a.error().message));
+    if (auto e = read_u32(*body, "downtime_ms", c.downtime_ms)) return *e;
+    if (auto e = read_u32(*body, "max_rounds", c.max_rounds)) return *e;
+    if (auto it = body->find("compress"); it != body->end()) {
+        if (!it->is_string()) return bad_request("field \"compress\" must be a string");
+        c.compress = it->get<std::string>();
+        if (auto codec = migration::compress::parse_codec(c.compress); !codec)
+            return bad_request("field \"compress\": " + printable(codec.error().message));
+    }
+    return vmm::Command{std::move(c)};
+}
+
 template <class C>
 ParsedRequest no_body(const json*) {
     return vmm::Command{C{}};
@@ -110,6 +131,8 @@ constexpr Route kRoutes[] = {
     {"PUT", "/vm/shutdown", Body::Optional, parse_shutdown},
     {"PUT", "/vm/snapshot", Body::Required, parse_snapshot},
     {"GET", "/metrics", Body::None, no_body<vmm::MetricsCommand>},
+    {"PUT", "/vm/migrate", Body::Required, parse_migrate},
+    {"GET", "/vm/migration", Body::None, no_body<vmm::MigrationStatusCommand>},
 };
 
 bool is_blank(std::string_view body) {

@@ -7,7 +7,9 @@
 #include "api/server.hpp"
 #include "base/bytes.hpp"
 #include "cli/ctl.hpp"
+#include "cli/migrate.hpp"
 #include "vmm/config.hpp"
+#include "vmm/incoming.hpp"
 #include "vmm/machine.hpp"
 
 namespace {
@@ -69,6 +71,15 @@ int run_vm(const vmm::VmConfig& cfg, const std::string& api_sock) {
     return run_machine(**machine, api_sock);
 }
 
+int receive_vm(const vmm::IncomingOptions& options, const std::string& api_sock) {
+    auto machine = vmm::receive_migration(options);
+    if (!machine) {
+        std::fprintf(stderr, "popek: error: %s\n", machine.error().message.c_str());
+        return 1;
+    }
+    return run_machine(**machine, api_sock);
+}
+
 int restore_vm(const vmm::RestoreOptions& options, const std::string& api_sock) {
     auto machine = vmm::Machine::restore(options);
     if (!machine) return fail(machine.error().message);
@@ -88,7 +99,12 @@ int main(int argc, char** argv) {
     std::string memory = "256M";
     std::string serial = "stdio";
     auto* run = app.add_subcommand("run", "Boot a VM");
-    run->add_option("--kernel", cfg.kernel_path, "Kernel: a PVH ELF or a Linux bzImage")->required();
+    run->add_option("--kernel", cfg.kernel_path, "Kernel: a PVH ELF or a Linux bzImage (required unless --incoming)");
+    vmm::IncomingOptions incoming;
+    std::string max_memory;
+    run->add_option("--incoming", incoming.listen,
+                    "Receive a live migration on tcp:ADDR:PORT instead of booting (the config comes from the source)");
+    run->add_option("--max-memory", max_memory, "With --incoming: refuse VMs with more RAM than this (e.g. 1G)");
     run->add_option("--initrd", cfg.initrd_path, "Initial ramdisk");
     run->add_option("--cmdline", cfg.cmdline, "Kernel command line");
     run->add_option("--cpus", cfg.cpus, "Number of vCPUs (1-32)")->default_val(1);
@@ -116,12 +132,14 @@ int main(int argc, char** argv) {
 
     cli::CtlOptions ctl_options;
     auto* ctl = cli::add_ctl_command(app, ctl_options);
+    cli::MigrateOptions migrate_options;
+    auto* migrate = cli::add_migrate_command(app, migrate_options);
 
     const std::string first = argc > 1 ? argv[1] : "";
     if (!first.empty() && first[0] != '-' && first != "run" && first != "version" && first != "restore" &&
-        first != "ctl")
+        first != "ctl" && first != "migrate")
         return fail(std::string("unknown command '") + argv[1] +
-                    "' (expected run, restore, ctl or version; see popek --help)");
+                    "' (expected run, restore, ctl, migrate or version; see popek --help)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -140,6 +158,17 @@ int main(int argc, char** argv) {
     }
     if (restore->parsed()) return restore_vm(restore_opts, restore_api_sock);
     if (ctl->parsed()) return cli::run_ctl(ctl_options);
+    if (migrate->parsed()) return cli::run_migrate(migrate_options);
+    if (!incoming.listen.empty()) {
+        if (!max_memory.empty()) {
+            auto limit = base::parse_size(max_memory);
+            if (!limit) return fail("--max-memory " + max_memory + ": expected a size like 256M or 2G");
+            incoming.max_memory = *limit;
+        }
+        if (run->count("--serial") > 0) incoming.serial = serial;
+        return receive_vm(incoming, api_sock);
+    }
+    if (cfg.kernel_path.empty()) return fail("run: --kernel is required (or --incoming tcp:ADDR:PORT)");
     auto bytes = base::parse_size(memory);
     if (!bytes) return fail("--memory " + memory + ": expected a size like 256M or 2G");
     cfg.memory_bytes = *bytes;

@@ -75,6 +75,15 @@ public:
     virtual base::Result<void> restore_state(const VcpuState&) = 0;
 };
 
+// The pages of one memory slot the guest wrote since the last fetch: bit i
+// of `bitmap` (64 pages per word) is the page at gpa + i * 4096.
+struct SlotDirtyLog {
+    uint32_t slot = 0;
+    uint64_t gpa = 0;
+    uint64_t pages = 0;
+    std::vector<uint64_t> bitmap;
+};
+
 struct VmOptions {
     uint32_t vcpu_count = 1;
 };
@@ -104,6 +113,17 @@ public:
     virtual base::Result<void> set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) = 0;
     virtual base::Result<void> add_irqfd(int eventfd, uint32_t gsi) = 0;
     virtual base::Result<void> remove_irqfd(int eventfd, uint32_t gsi) = 0;
+
+    // Dirty page logging (live migration). start_dirty_log() makes every
+    // mapped slot log the guest's writes; fetch_dirty_log() returns, per
+    // slot, the pages written since the previous fetch (or since the start)
+    // and clears them — clear-on-read, with the pages write-protected again,
+    // so a write after the fetch shows up in the next one. Only writes
+    // through the guest's own accesses are logged: host code writing guest
+    // RAM must be tracked by the VMM (memory::GuestMemory::mark_dirty).
+    virtual base::Result<void> start_dirty_log() = 0;
+    virtual base::Result<std::vector<SlotDirtyLog>> fetch_dirty_log() = 0;
+    virtual base::Result<void> stop_dirty_log() = 0;
 
     // Interrupt controllers, PIT and clock (snapshots, migration); call with
     // every vCPU paused. Restore before restoring the vCPUs' states.

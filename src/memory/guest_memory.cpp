@@ -90,6 +90,29 @@ std::span<uint8_t> GuestMemory::span(uint64_t gpa, uint64_t len) const {
     return {p, static_cast<size_t>(len)};
 }
 
+void GuestMemory::start_dirty_tracking() {
+    if (host_dirty_.pages() != page_count()) host_dirty_ = DirtyBitmap(page_count());
+    tracking_->store(true, std::memory_order_release);
+}
+
+uint64_t GuestMemory::page_index(uint64_t gpa) const {
+    for (const auto& r : regions_)
+        if (gpa >= r.gpa && gpa < r.end()) return (r.fd_offset + (gpa - r.gpa)) / 4096;
+    return UINT64_MAX;
+}
+
+void GuestMemory::mark_dirty(uint64_t gpa, uint64_t len) const {
+    if (len == 0 || !tracking_->load(std::memory_order_acquire)) return;
+    for (const auto& r : regions_) {
+        const uint64_t lo = std::max(gpa, r.gpa);
+        const uint64_t hi = std::min(gpa + len, r.end());
+        if (lo >= hi) continue;
+        const uint64_t first = (r.fd_offset + (lo - r.gpa)) / 4096;
+        const uint64_t last = (r.fd_offset + (hi - 1 - r.gpa)) / 4096;
+        host_dirty_.mark(first, last - first + 1);
+    }
+}
+
 static std::string range_text(uint64_t gpa, size_t len) {
     char buf[96];
     std::snprintf(buf, sizeof buf, "[%#llx, +%#zx)", static_cast<unsigned long long>(gpa), len);
@@ -100,6 +123,7 @@ Result<void> GuestMemory::write(uint64_t gpa, std::span<const uint8_t> bytes) co
     uint8_t* p = host_ptr(gpa, bytes.size());
     if (p == nullptr) return Error{"guest range " + range_text(gpa, bytes.size()) + " is not RAM"};
     if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
+    mark_dirty(gpa, bytes.size());
     return {};
 }
 
@@ -118,6 +142,7 @@ Result<void> GuestMemory::zero(uint64_t gpa, uint64_t len) const {
             std::memset(p + head, 0, body);  // the fallback is slower, never wrong
     }
     std::memset(p + head + body, 0, len - head - body);
+    mark_dirty(gpa, len);
     return {};
 }
 

@@ -4,13 +4,16 @@
 // migration, page sharing) can map, share or send it by file offset.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
 #include "base/mmap_region.hpp"
 #include "base/result.hpp"
 #include "base/unique_fd.hpp"
+#include "memory/dirty_bitmap.hpp"
 
 namespace popek::memory {
 
@@ -56,6 +59,22 @@ public:
     [[nodiscard]] base::Result<void> zero(uint64_t gpa, uint64_t len) const;
     [[nodiscard]] base::Result<void> read(uint64_t gpa, std::span<uint8_t> bytes) const;
 
+    // Host-side dirty tracking for live migration. While on, write(), zero()
+    // and every mark_dirty() caller (the virtqueue marks the buffers a device
+    // returns, and the used ring) record the pages they changed; the guest's
+    // own writes are the hypervisor's dirty log (hv::Vm::fetch_dirty_log).
+    // Bits are indexed by page of the memfd layout (fd_offset / 4096).
+    void start_dirty_tracking();
+    void stop_dirty_tracking() { tracking_->store(false, std::memory_order_release); }
+    [[nodiscard]] bool dirty_tracking() const { return tracking_->load(std::memory_order_acquire); }
+    void mark_dirty(uint64_t gpa, uint64_t len) const;
+    // Clear-on-read: ORs the pages marked since the last call into `out`
+    // (one bit per page of the memfd layout).
+    void take_dirty(std::vector<uint64_t>& out) const { host_dirty_.take(out); }
+    // The memfd-layout page of `gpa`, or UINT64_MAX when it is not RAM.
+    [[nodiscard]] uint64_t page_index(uint64_t gpa) const;
+    [[nodiscard]] uint64_t page_count() const { return ram_size() / 4096; }
+
     template <class T>
     [[nodiscard]] base::Result<void> write_obj(uint64_t gpa, const T& obj) const {
         return write(gpa, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&obj), sizeof(T)));
@@ -67,7 +86,10 @@ private:
     base::UniqueFd fd_;
     base::MmapRegion mapping_;
     std::vector<Region> regions_;
-    bool private_file_ = false;  // fd_ is a file shared with others: never punch holes in it
+    bool private_file_ = false;
+    DirtyBitmap host_dirty_;
+    // Heap-held so a moved GuestMemory keeps one flag.
+    std::unique_ptr<std::atomic<bool>> tracking_ = std::make_unique<std::atomic<bool>>(false);  // fd_ is a file shared with others: never punch holes in it
 };
 
 }  // namespace popek::memory

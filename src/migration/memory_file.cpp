@@ -88,6 +88,23 @@ Result<void> for_each_data(int fd, uint64_t from, uint64_t to, Fn&& fn) {
 
 }  // namespace
 
+Result<void> for_each_data_range(const memory::GuestMemory& mem, const std::function<Result<void>(uint64_t, uint64_t)>& fn) {
+    if (mem.private_file()) return fn(0, mem.ram_size());
+    return for_each_data(mem.fd(), 0, mem.ram_size(), fn);
+}
+
+Result<uint64_t> memory_digest(const memory::GuestMemory& mem) {
+    Xxh3 d = new_digest();
+    if (!d) return Error{"digest: out of memory"};
+    const uint8_t* base = mem.regions().front().host;
+    POPEK_TRY(for_each_data_range(mem, [&](uint64_t start, uint64_t end) -> Result<void> {
+        for (uint64_t off = start; off < end; off += kPage)
+            if (!is_zero_page(base + off)) digest_page(d.get(), off / kPage, base + off);
+        return {};
+    }));
+    return XXH3_64bits_digest(d.get());
+}
+
 bool is_zero_page(const uint8_t* page) {
     uint64_t acc = 0;
     for (size_t i = 0; i < kPage; i += 64) {

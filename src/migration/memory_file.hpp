@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 
@@ -20,6 +21,17 @@ struct MemoryFileInfo {
 };
 
 bool is_zero_page(const uint8_t* page);
+
+// The pages of guest RAM that may hold data, as [start, end) byte ranges of
+// the memfd layout: holes of the memfd are skipped (they read as zeros and
+// reading them would populate them). A copy-on-write file mapping
+// (map_private_file) is all data: its holes say nothing about the guest's writes.
+base::Result<void> for_each_data_range(const memory::GuestMemory& mem,
+                                       const std::function<base::Result<void>(uint64_t, uint64_t)>& fn);
+// XXH3-64 over (page index, page) of every non-zero page of guest RAM: equal
+// for equal contents whatever is a hole on either side (live migration's
+// validation digest; the memory file's digest is the same function).
+base::Result<uint64_t> memory_digest(const memory::GuestMemory& mem);
 
 // Writes guest RAM to `path` (created or truncated). Call with the vCPUs
 // paused and devices quiesced.

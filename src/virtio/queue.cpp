@@ -204,6 +204,8 @@ Result<void> SplitQueue::activate(const memory::GuestMemory& mem, uint64_t featu
     s_.event_idx = (features & kFeatureEventIdx) != 0;
     s_.indirect = (features & kFeatureIndirectDesc) != 0;
     signalled_valid_ = false;
+    writable_by_head_.assign(size, {});
+    used_gpa_ = s_.used_addr;
     mem_ = &mem;
     return {};
 }
@@ -254,6 +256,7 @@ std::optional<Result<DescriptorChain>> SplitQueue::pop() {
         // driver may have added one before it could see our avail_event
         // (the driver pairs this with a full barrier of its own).
         store_u16(avail_event, s_.next_avail, __ATOMIC_RELAXED);
+        mark_used_ring();
         std::atomic_thread_fence(std::memory_order_seq_cst);
         avail_idx = load_u16(avail_ + 2, __ATOMIC_ACQUIRE);
         if (avail_idx == s_.next_avail) return std::nullopt;
@@ -271,7 +274,11 @@ std::optional<Result<DescriptorChain>> SplitQueue::pop() {
     auto chain = parse_chain(head);
     if (!chain.ok()) return Result<DescriptorChain>(fail(chain.error()));
     ++s_.next_avail;
-    if (s_.event_idx) store_u16(avail_event, s_.next_avail, __ATOMIC_RELAXED);
+    if (s_.event_idx) {
+        store_u16(avail_event, s_.next_avail, __ATOMIC_RELAXED);
+        mark_used_ring();
+    }
+    writable_by_head_[head].assign(chain->writable.begin(), chain->writable.end());
     return chain;
 }
 
@@ -284,7 +291,14 @@ void SplitQueue::push_used(uint16_t head, uint32_t written) {
     ++s_.next_used;
     // The element must be visible before the index that publishes it.
     store_u16(used_ + 2, s_.next_used, __ATOMIC_RELEASE);
+    if (head < writable_by_head_.size()) {
+        for (const Buffer& b : writable_by_head_[head]) mem_->mark_dirty(b.addr, b.len);
+        writable_by_head_[head].clear();
+    }
+    mark_used_ring();
 }
+
+void SplitQueue::mark_used_ring() const { mem_->mark_dirty(used_gpa_, used_ring_bytes(size_)); }
 
 bool SplitQueue::should_notify() {
     if (mem_ == nullptr || broken_) return false;

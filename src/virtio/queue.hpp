@@ -97,6 +97,10 @@ public:
 
     // Returns a chain to the driver with `written` bytes written into its
     // writable buffers; publishes the used index with release ordering.
+    // Marks the chain's writable buffers and the used ring dirty in guest
+    // memory (live migration's host-side dirty tracking): a device has
+    // finished writing a buffer by the time it returns it, so a page marked
+    // here is re-sent after the write, never before.
     void push_used(uint16_t head, uint32_t written);
 
     // After push_used calls: whether the driver wants an interrupt now
@@ -121,6 +125,11 @@ private:
     uint16_t signalled_used_ = 0;   // used idx at the last interrupt (EVENT_IDX)
     bool signalled_valid_ = false;
     bool broken_ = false;
+    // The writable buffers of each chain handed out, by head, until it comes
+    // back through push_used (capacity is reused: no allocation per request).
+    std::vector<std::vector<Buffer>> writable_by_head_;
+    uint64_t used_gpa_ = 0;  // the used ring as activated
+    void mark_used_ring() const;
 };
 
 }  // namespace popek::virtio

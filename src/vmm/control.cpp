@@ -79,7 +79,12 @@ uint64_t resident_bytes() {
 }  // namespace
 
 Reply Machine::execute(const Command& command) {
+    // Readable while the migration thread holds the VM paused.
+    if (std::holds_alternative<MigrationStatusCommand>(command)) return migration_status();
     std::lock_guard lock(control_mu_);
+    if (migration_active() && !std::holds_alternative<InfoCommand>(command) &&
+        !std::holds_alternative<MetricsCommand>(command))
+        return Reply::error(ReplyStatus::Conflict, "a migration is in progress (GET /vm/migration)");
     {
         std::lock_guard exit_lock(exit_mu_);
         if (exit_.has_value() && !std::holds_alternative<InfoCommand>(command) &&
@@ -92,6 +97,8 @@ Reply Machine::execute(const Command& command) {
                           [&](const ResumeCommand&) { return resume_command(); },
                           [&](const ShutdownCommand& c) { return shutdown_command(c); },
                           [&](const SnapshotCommand& c) { return snapshot_command(c); },
+                          [&](const MigrateCommand& c) { return migrate_command(c); },
+                          [&](const MigrationStatusCommand&) { return migration_status(); },
                           [&](const MetricsCommand&) {
                               Reply r = Reply::ok();
                               r.text = metrics_text();

@@ -22,9 +22,16 @@ struct SnapshotCommand {   // pause (if running), save into directory `path`, re
     std::string path;
 };
 struct MetricsCommand {};  // Prometheus text
+struct MigrateCommand {    // start a live migration on its own thread; returns at once
+    std::string to;        // tcp:HOST:PORT
+    uint32_t downtime_ms = 300;
+    uint32_t max_rounds = 30;
+    std::string compress = "none";  // none, zero, wkdm, xbzrle, zstd, lz4, auto
+};
+struct MigrationStatusCommand {};  // phase, round, dirty pages, bandwidth, bytes; the report at the end
 
 using Command = std::variant<InfoCommand, PauseCommand, ResumeCommand, ShutdownCommand, SnapshotCommand,
-                             MetricsCommand>;
+                             MetricsCommand, MigrateCommand, MigrationStatusCommand>;
 
 enum class ReplyStatus {
     Ok,          // 200 (or 204 without a body)

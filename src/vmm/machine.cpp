@@ -28,7 +28,15 @@ Result<std::unique_ptr<Machine>> Machine::create(const VmConfig& cfg) {
     return m;
 }
 
+Result<std::unique_ptr<Machine>> Machine::from_migration(const LoadedSnapshot& snapshot, memory::GuestMemory memory) {
+    std::unique_ptr<Machine> m(new Machine());
+    m->incoming_memory_ = std::move(memory);
+    POPEK_TRY(m->build(snapshot.config, &snapshot));
+    return m;
+}
+
 Machine::~Machine() {
+    end_migration();
     stop_vcpus();
     if (events_) events_->stop();
 }
@@ -59,6 +67,9 @@ Result<void> Machine::build(const VmConfig& cfg, const LoadedSnapshot* snapshot)
     auto ranges = x86::ram_ranges(cfg.memory_bytes);
     if (snapshot == nullptr) {
         POPEK_ASSIGN_OR_RETURN(memory_, memory::GuestMemory::create(ranges));
+    } else if (incoming_memory_) {
+        memory_ = std::move(*incoming_memory_);
+        incoming_memory_.reset();
     } else {
         const std::string path = snapshot->dir + "/" + kMemoryFileName;
         auto mem = snapshot->eager ? migration::load_memory_eager(ranges, path, snapshot->memory)
@@ -221,6 +232,7 @@ Result<devices::GuestExit> Machine::run() {
             });
         }
     }
+    end_migration();  // before the lock: its thread takes it to resume the VM
     std::lock_guard lock(control_mu_);  // a command in progress finishes first
     run_state_ = RunState::Stopping;
     stop_vcpus();

@@ -27,6 +27,7 @@
 #include "vmm/config.hpp"
 #include "vmm/console.hpp"
 #include "vmm/control.hpp"
+#include "vmm/migrate.hpp"
 #include "vmm/snapshot.hpp"
 #include "vmm/interrupts.hpp"
 #include "virtio/pci/ioeventfd.hpp"
@@ -45,6 +46,10 @@ public:
     // Builds the VM a snapshot directory describes (memory, devices, vCPUs
     // as they were); run() continues it. Nothing is started when it fails.
     static base::Result<std::unique_ptr<Machine>> restore(const RestoreOptions& options);
+    // The destination of a live migration: the VM the source's state tree
+    // describes, over guest RAM that the migration already filled.
+    static base::Result<std::unique_ptr<Machine>> from_migration(const LoadedSnapshot& snapshot,
+                                                                 memory::GuestMemory memory);
     ~Machine() override;
 
     // Controller: the control API's commands (control.cpp).
@@ -89,6 +94,12 @@ private:
     void resume_all();  // devices, then vCPUs
     // snapshot.cpp: everything but guest memory, as the snapshot's state tree.
     base::Result<nlohmann::json> save_state_tree();
+    // migrate.cpp: the source side of live migration.
+    friend class MachineMigrationSource;
+    Reply migrate_command(const MigrateCommand& c);
+    Reply migration_status();
+    bool migration_active();
+    void end_migration();  // cancels a migration in flight and waits for its thread
 
     VmConfig cfg_;
     std::unique_ptr<hv::Hypervisor> hv_;
@@ -112,6 +123,10 @@ private:
     std::unique_ptr<devices::pci::PciConfigIo> pci_config_io_;
     std::unique_ptr<devices::pci::PciEcam> pci_ecam_;
     std::vector<virtio::pci::VirtioPciDevice*> virtio_;
+
+    std::optional<memory::GuestMemory> incoming_memory_;  // from_migration(): RAM already received
+    std::mutex migration_mu_;                             // guards the pointer, not the job
+    std::shared_ptr<MigrationJob> migration_;             // the last migration (status stays readable)
 
     std::unique_ptr<base::EventLoop> events_;
     std::vector<std::unique_ptr<VcpuThread>> vcpus_;  // declared last: stopped first

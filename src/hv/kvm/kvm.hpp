@@ -123,8 +123,20 @@ public:
     base::Result<void> remove_irqfd(int eventfd, uint32_t gsi) override;
     base::Result<VmState> save_state() override;
     base::Result<void> restore_state(const VmState&) override;
+    base::Result<void> start_dirty_log() override;
+    base::Result<std::vector<SlotDirtyLog>> fetch_dirty_log() override;
+    base::Result<void> stop_dirty_log() override;
 
 private:
+    struct Slot {
+        uint32_t slot;
+        uint64_t gpa, size;
+        uint8_t* host;
+    };
+    base::Result<void> set_slot(const Slot& s, uint32_t flags);
+    std::mutex slots_mu_;
+    std::vector<Slot> slots_;
+    bool dirty_logging_ = false;
     base::Result<void> ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio, bool remove);
     base::Result<void> commit_routes();  // KVM_SET_GSI_ROUTING with the whole table
 

@@ -42,13 +42,10 @@ Result<void> KvmVm::init() {
 }
 
 Result<void> KvmVm::map_memory(uint32_t slot, uint64_t gpa, uint64_t size, uint8_t* host) {
-    kvm_userspace_memory_region r{};
-    r.slot = slot;
-    r.guest_phys_addr = gpa;
-    r.memory_size = size;
-    r.userspace_addr = reinterpret_cast<uint64_t>(host);
-    if (xioctl(vm_.get(), KVM_SET_USER_MEMORY_REGION, &r) < 0)
-        return Error::from_errno("KVM_SET_USER_MEMORY_REGION slot " + std::to_string(slot));
+    std::lock_guard lock(slots_mu_);
+    const Slot s{slot, gpa, size, host};
+    POPEK_TRY(set_slot(s, dirty_logging_ ? KVM_MEM_LOG_DIRTY_PAGES : 0u));
+    slots_.push_back(s);
     return {};
 }
 

@@ -1,0 +1,72 @@
+#include "cli/migrate.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "api/client.hpp"
+
+namespace popek::cli {
+
+using nlohmann::json;
+
+namespace {
+
+int fail(const std::string& message) {
+    std::fprintf(stderr, "popek: error: %s\n", message.c_str());
+    return 1;
+}
+
+std::string error_of(const api::Response& r) {
+    const auto j = json::parse(r.body, nullptr, false);
+    if (j.is_object() && j.contains("error") && j["error"].is_string()) return j["error"].get<std::string>();
+    return "HTTP " + std::to_string(r.status) + ": " + r.body;
+}
+
+}  // namespace
+
+CLI::App* add_migrate_command(CLI::App& app, MigrateOptions& o) {
+    auto* m = app.add_subcommand("migrate", "Live-migrate a running VM to another popek (popek run --incoming)");
+    m->add_option("--api-sock", o.api_sock, "The API socket of the source popek")->required();
+    m->add_option("--to", o.to, "Destination: tcp:HOST:PORT")->required();
+    m->add_option("--downtime-ms", o.downtime_ms, "Longest acceptable pause")->default_val(300);
+    m->add_option("--max-rounds", o.max_rounds, "Dirty rounds before stop-and-copy regardless")->default_val(30);
+    m->add_option("--compress", o.compress, "Page codec: none, zero, wkdm, xbzrle, zstd, lz4 or auto")
+        ->default_val("none");
+    return m;
+}
+
+int run_migrate(const MigrateOptions& o) {
+    const api::Client client(o.api_sock);
+    json body{{"to", o.to}, {"downtime_ms", o.downtime_ms}, {"max_rounds", o.max_rounds}, {"compress", o.compress}};
+    auto started = client.request("PUT", "/vm/migrate", body.dump());
+    if (!started) return fail(started.error().message);
+    if (started->status < 200 || started->status >= 300) return fail(error_of(*started));
+    const bool tty = ::isatty(STDERR_FILENO) != 0;
+    for (;;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        auto r = client.request("GET", "/vm/migration");
+        // The source exits once the destination took the VM; a vanished
+        // socket after "commitment" is that, not a failure.
+        if (!r) return fail("lost the source's API: " + r.error().message);
+        const auto j = json::parse(r->body, nullptr, false);
+        if (!j.is_object()) return fail("bad status reply: " + r->body);
+        const std::string phase = j.value("phase", "?");
+        std::fprintf(stderr, "%sphase %-14s round %-3u dirty %-8llu %7.1f MiB/s  sent %.1f MiB%s", tty ? "\r" : "",
+                     phase.c_str(), j.value("round", 0u),
+                     static_cast<unsigned long long>(j.value("dirty_pages", uint64_t{0})),
+                     j.value("bandwidth_mbps", 0.0), static_cast<double>(j.value("bytes_sent", uint64_t{0})) / (1 << 20),
+                     tty ? "   " : "\n");
+        if (phase == "completed" || phase == "failed") {
+            if (tty) std::fputc('\n', stderr);
+            std::printf("%s\n", j.value("report", json::object()).dump(2).c_str());
+            if (phase == "failed") return fail("migration failed: " + j.value("error", std::string("?")));
+            return 0;
+        }
+    }
+}
+
+}  // namespace popek::cli

@@ -1,0 +1,105 @@
+// Pre-copy live migration, both ends, over a Connection (migration/stream.hpp).
+//
+// Source (send_vm): initialization (Hello: versions, config) → reservation
+// (the destination's Reply) → iterative pre-copy (a full pass, then rounds
+// of the pages dirtied meanwhile; each round's bandwidth is measured and the
+// loop stops when the remaining dirty set would go in the downtime limit, or
+// at the round cap) → stop-and-copy (pause, last dirty pages, state tree and
+// a digest of all guest RAM) → validation and commitment (the destination
+// checks the digest, builds the VM and answers ok; only then is the source's
+// VM released). On any failure before the commit reply the source resumes.
+// Destination (receive_vm): the mirror image, activation left to the caller.
+//
+// The VMM plugs in through MigrationSource / MigrationTarget; post-copy,
+// auto-converge and multiple streams would be further phases and options here.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/result.hpp"
+#include "memory/guest_memory.hpp"
+#include "migration/compress/codec.hpp"
+#include "migration/stream.hpp"
+
+namespace popek::migration {
+
+struct MigrateOptions {
+    std::string to;                 // tcp:HOST:PORT
+    uint32_t downtime_ms = 300;
+    uint32_t max_rounds = 30;
+    compress::Codec codec = compress::Codec::None;
+    uint64_t cache_pages = 16384;   // XBZRLE cache (xbzrle, auto)
+};
+
+// What GET /vm/migration shows; updated by the migration thread.
+class MigrationProgress {
+public:
+    struct Snapshot {
+        std::string phase = "none";  // none, initialization, reservation, precopy, stop-and-copy,
+                                     // validation, commitment, completed, failed
+        uint32_t round = 0;
+        uint64_t dirty_pages = 0;
+        double bandwidth_mbps = 0;   // MiB/s of the last round
+        uint64_t bytes_sent = 0;
+        uint64_t pages_sent = 0;
+        std::string error;
+        nlohmann::json report;       // set when completed or failed
+    };
+    void set_phase(const std::string& phase);
+    void update(uint32_t round, uint64_t dirty, double mbps, uint64_t bytes, uint64_t pages);
+    void finish(bool ok, const std::string& error, nlohmann::json report);
+    [[nodiscard]] Snapshot get() const;
+    [[nodiscard]] nlohmann::json to_json() const;
+
+private:
+    mutable std::mutex mu_;
+    Snapshot s_;
+};
+
+class MigrationSource {
+public:
+    virtual ~MigrationSource() = default;
+    virtual const memory::GuestMemory& memory() = 0;
+    virtual nlohmann::json config_json() = 0;
+    // Dirty logging on (guest writes through the hypervisor, host writes in GuestMemory).
+    virtual base::Result<void> start_dirty_log() = 0;
+    // ORs the pages (memfd layout) written since the previous call into `bits`.
+    virtual base::Result<void> fetch_dirty(std::vector<uint64_t>& bits) = 0;
+    virtual void stop_dirty_log() = 0;
+    // Stop-and-copy: pauses vCPUs and devices, returns the state tree.
+    virtual base::Result<nlohmann::json> pause_and_save() = 0;
+    // Failure before commitment: the VM runs on here.
+    virtual void resume() = 0;
+};
+
+class MigrationTarget {
+public:
+    virtual ~MigrationTarget() = default;
+    // Reservation: build what the config needs (memory, devices' backends) or
+    // refuse with a message for the source's user. Returns guest RAM to fill.
+    virtual base::Result<memory::GuestMemory*> reserve(const Hello& hello) = 0;
+    // After validation: build the VM from the state tree (not yet running).
+    virtual base::Result<void> build(const nlohmann::json& state) = 0;
+};
+
+// Runs a migration to the end. Ok: the destination committed (the caller
+// stops its VM); the report is in `progress`. Error: the source was resumed
+// (if it had been paused) and keeps running. `cancel`/`conn` let another
+// thread abort it (conn->shutdown()).
+base::Result<nlohmann::json> send_vm(MigrationSource& src, Connection& conn, const MigrateOptions& options,
+                                     MigrationProgress& progress, const std::atomic<bool>& cancel);
+
+// Receives a VM on an accepted connection; Ok: the target built it and the
+// source was told to let go (activation is the caller's).
+base::Result<nlohmann::json> receive_vm(MigrationTarget& target, Connection& conn);
+
+// One stderr line: "popek: migration: <phase> <detail>".
+void log_phase(const std::string& phase, const std::string& detail);
+
+}  // namespace popek::migration

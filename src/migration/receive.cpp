@@ -1,0 +1,159 @@
+// The destination side of pre-copy live migration (see precopy.hpp).
+#include <chrono>
+#include <cstring>
+#include <memory>
+
+#include "migration/compress/context.hpp"
+#include "migration/memory_file.hpp"
+#include "migration/precopy.hpp"
+
+namespace popek::migration {
+
+using base::Error;
+using base::Result;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr int kFrameTimeoutMs = 60000;  // a source silent this long is gone
+
+void refuse(Connection& conn, const std::string& why) {
+    (void)conn.send_json(FrameType::Reply, json{{"ok", false}, {"error", why}});
+}
+
+struct Receiver {
+    Receiver(MigrationTarget& t, Connection& c) : target(t), conn(c) {}
+    MigrationTarget& target;
+    Connection& conn;
+    memory::GuestMemory* mem = nullptr;
+    std::unique_ptr<compress::CodecContext> ctx;
+    uint64_t pages = 0;
+    uint64_t received = 0;
+    uint64_t bytes = 0;
+
+    Result<void> apply_pages(const Frame& f) {
+        uint8_t* base = mem->regions().front().host;
+        auto n = parse_page_batch(f.payload, [&](uint64_t index, std::span<const uint8_t> record) -> Result<void> {
+            if (index >= pages)
+                return Error{"page " + std::to_string(index) + " is outside guest RAM (" + std::to_string(pages) +
+                             " pages)"};
+            // Decoded into a scratch page first: a record that fails its
+            // check must not leave half a page behind.
+            alignas(64) std::array<uint8_t, compress::kPageSize> page;
+            POPEK_TRY(compress::decode_page(record, index, compress::MutPage(page), *ctx));
+            std::memcpy(base + index * compress::kPageSize, page.data(), page.size());
+            return {};
+        });
+        if (!n) return n.error();
+        received += *n;
+        return {};
+    }
+
+    Result<json> run();
+};
+
+Result<json> Receiver::run() {
+    const auto t0 = Clock::now();
+    auto first = conn.receive(kFrameTimeoutMs);
+    if (!first) return first.error().context("waiting for the source's hello");
+    if (first->type != FrameType::Hello) {
+        refuse(conn, "expected a hello frame");
+        return Error{std::string("the source sent a ") + frame_type_name(first->type) + " frame before its hello"};
+    }
+    auto hello = frame_json(*first).ok() ? hello_from_json(*frame_json(*first)) : Result<Hello>(frame_json(*first).error());
+    if (!hello) {
+        refuse(conn, hello.error().message);
+        return hello.error();
+    }
+    log_phase("initialization", "popek " + hello->popek_version + ", " + std::to_string(hello->pages) +
+                                    " pages, codec " + hello->codec);
+    auto reserved = target.reserve(*hello);
+    if (!reserved) {
+        log_phase("reservation", "refused: " + reserved.error().message);
+        refuse(conn, reserved.error().message);
+        return reserved.error().context("reservation");
+    }
+    mem = *reserved;
+    pages = mem->page_count();
+    if (pages != hello->pages) {
+        const std::string why = "the configuration gives " + std::to_string(pages) + " pages, the source has " +
+                                std::to_string(hello->pages);
+        refuse(conn, why);
+        return Error{why};
+    }
+    ctx = std::make_unique<compress::CodecContext>(compress::CodecOptions{.cache_pages = hello->cache_pages});
+    POPEK_TRY(conn.send_json(FrameType::Reply, json{{"ok", true}}));
+    log_phase("reservation", "memory and devices ready");
+
+    for (;;) {
+        auto f = conn.receive(kFrameTimeoutMs);
+        if (!f) return f.error().context("receiving pages");
+        bytes += f->payload.size() + kFrameHeaderSize;
+        switch (f->type) {
+            case FrameType::Pages: {
+                if (auto r = apply_pages(*f); !r.ok()) {
+                    refuse(conn, r.error().message);
+                    return r.error();
+                }
+                break;
+            }
+            case FrameType::RoundEnd: {
+                POPEK_ASSIGN_OR_RETURN(json j, frame_json(*f));
+                log_phase("precopy", "round " + j.value("round", json(0)).dump() + " received, " +
+                                         std::to_string(received) + " pages so far");
+                break;
+            }
+            case FrameType::Abort: {
+                auto j = frame_json(*f);
+                return Error{"the source aborted: " +
+                             (j.ok() ? j->value("error", std::string("no reason given")) : std::string("?"))};
+            }
+            case FrameType::State: {
+                POPEK_ASSIGN_OR_RETURN(json j, frame_json(*f));
+                auto st = j.find("state");
+                auto dg = j.find("digest");
+                if (st == j.end() || dg == j.end() || !dg->is_number_unsigned()) {
+                    refuse(conn, "state frame without state or digest");
+                    return Error{"the source's state frame has no state or digest"};
+                }
+                POPEK_ASSIGN_OR_RETURN(uint64_t mine, memory_digest(*mem));
+                const uint64_t theirs = dg->get<uint64_t>();
+                if (mine != theirs) {
+                    const std::string why = "guest RAM digest " + std::to_string(mine) +
+                                            " differs from the source's " + std::to_string(theirs);
+                    log_phase("validation", "failed: " + why);
+                    refuse(conn, why);
+                    return Error{why};
+                }
+                log_phase("validation", "digest " + std::to_string(mine) + " matches over " + std::to_string(pages) +
+                                            " pages");
+                if (auto b = target.build(*st); !b.ok()) {
+                    refuse(conn, "building the VM: " + b.error().message);
+                    return b.error().context("building the VM from the source's state");
+                }
+                POPEK_TRY(conn.send_json(FrameType::Reply, json{{"ok", true}, {"digest", mine}}));
+                log_phase("commitment", "the source was told to let go");
+                return json{{"pages_received", received},
+                            {"bytes_received", bytes},
+                            {"digest", mine},
+                            {"total_ms", std::chrono::duration<double, std::milli>(Clock::now() - t0).count()}};
+            }
+            case FrameType::Hello:
+            case FrameType::Reply:
+                refuse(conn, std::string("unexpected ") + frame_type_name(f->type) + " frame");
+                return Error{std::string("the source sent an unexpected ") + frame_type_name(f->type) + " frame"};
+        }
+    }
+}
+
+}  // namespace
+
+Result<json> receive_vm(MigrationTarget& target, Connection& conn) {
+    Receiver r(target, conn);
+    auto out = r.run();
+    if (!out) log_phase("failed", out.error().message);
+    return out;
+}
+
+}  // namespace popek::migration

@@ -1,0 +1,144 @@
+// The live-migration stream: versioned, framed, checked, over TCP.
+//
+// Every frame is a 16-byte header and a payload:
+//
+//   offset 0  "PM"          2 bytes
+//          2  u8 type       FrameType
+//          3  u8 flags      0 (other values are refused)
+//          4  u32 length    payload bytes, little-endian, <= kMaxFramePayload
+//          8  u64 check     XXH3_64(payload, seed = header bytes 0..7 as LE u64)
+//
+// The first frame each way is a Hello (source) or a Reply (destination)
+// whose payload says the protocol version; a peer speaking another version is
+// refused by name. Payloads:
+//
+//   Hello    CBOR map: protocol, popek_version, page_size, pages, codec,
+//            cache_pages, config (the VM configuration, JSON form)
+//   Reply    CBOR map: ok (bool), error (string, when not ok), and extras
+//            (the destination's digest in its commit reply)
+//   Pages    records back to back: u64 page index (LE; pages of the guest-RAM
+//            memfd layout) then one page record (migration/compress/codec.hpp)
+//   RoundEnd CBOR map: round, pages — the source finished a round
+//   State    CBOR map: state (the snapshot state tree), digest, pages —
+//            stop-and-copy's last frame: the source is paused
+//   Abort    CBOR map: error — the sender gives up; the peer stops too
+//
+// FrameDecoder and parse_page_batch are the one reader of these bytes (the
+// fuzz target fuzz_migration_stream drives them).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/result.hpp"
+
+namespace popek::migration {
+
+constexpr uint32_t kProtocolVersion = 1;
+constexpr size_t kFrameHeaderSize = 16;
+constexpr uint32_t kMaxFramePayload = 32u << 20;
+// A Pages frame is cut at this many bytes (a few hundred pages).
+constexpr size_t kPagesFrameTarget = 1u << 20;
+
+enum class FrameType : uint8_t { Hello = 1, Reply = 2, Pages = 3, RoundEnd = 4, State = 5, Abort = 6 };
+const char* frame_type_name(FrameType t);
+
+struct Frame {
+    FrameType type = FrameType::Abort;
+    std::vector<uint8_t> payload;
+};
+
+// Header + payload, ready to send.
+std::vector<uint8_t> encode_frame(FrameType type, std::span<const uint8_t> payload);
+std::vector<uint8_t> encode_json_frame(FrameType type, const nlohmann::json& cbor_payload);
+
+struct FrameHeader {
+    FrameType type;
+    uint32_t length;
+    uint64_t check;
+};
+// Checks magic, type, flags and length; the payload's check is verified by
+// check_payload once it has arrived.
+base::Result<FrameHeader> parse_frame_header(std::span<const uint8_t> bytes);
+base::Result<void> check_payload(std::span<const uint8_t> header, const FrameHeader& h,
+                                 std::span<const uint8_t> payload);
+
+// Decodes frames from bytes as they arrive (tests, the fuzzer): feed() then
+// next() until it returns nullopt (needs more bytes). After an error the
+// decoder stays failed.
+class FrameDecoder {
+public:
+    void feed(std::span<const uint8_t> bytes);
+    std::optional<base::Result<Frame>> next();
+
+private:
+    std::vector<uint8_t> buf_;
+    size_t pos_ = 0;
+    bool failed_ = false;
+};
+
+// A frame's CBOR payload as a JSON object (decode_cbor, then "is a map").
+base::Result<nlohmann::json> frame_json(const Frame& f);
+
+// Walks a Pages payload: calls `page(index, record)` for each entry; each
+// record's header and length are checked (read_record_header) before the call.
+// Stops at the first error the callback returns.
+base::Result<uint64_t> parse_page_batch(std::span<const uint8_t> payload,
+                                        const std::function<base::Result<void>(uint64_t, std::span<const uint8_t>)>& page);
+
+// What the source announces.
+struct Hello {
+    uint32_t protocol = kProtocolVersion;
+    std::string popek_version;
+    uint64_t pages = 0;          // guest RAM in 4 KiB pages
+    std::string codec;           // compress::parse_codec name
+    uint64_t cache_pages = 0;    // XBZRLE cache size both ends use
+    nlohmann::json config;       // vmm::VmConfig as JSON; the VMM decodes it
+};
+nlohmann::json hello_to_json(const Hello& h);
+// Refuses another protocol version, another page size, missing or mistyped fields.
+base::Result<Hello> hello_from_json(const nlohmann::json& j);
+
+// A TCP connection carrying frames. Blocking; close() from another thread
+// (shutdown(2)) makes a blocked send or receive return an error.
+class Connection {
+public:
+    Connection() = default;
+    explicit Connection(int fd) : fd_(fd) {}
+    ~Connection();
+    Connection(Connection&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+    Connection& operator=(Connection&& o) noexcept;
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    [[nodiscard]] bool valid() const { return fd_ >= 0; }
+    base::Result<void> send(FrameType type, std::span<const uint8_t> payload);
+    base::Result<void> send_json(FrameType type, const nlohmann::json& cbor_payload);
+    base::Result<void> send_raw(std::span<const uint8_t> bytes);
+    // Waits at most timeout_ms (0: forever) for a whole frame.
+    base::Result<Frame> receive(int timeout_ms);
+    void shutdown();
+
+private:
+    base::Result<void> read_exact(std::span<uint8_t> out, int timeout_ms);
+    int fd_ = -1;
+};
+
+// "tcp:HOST:PORT" (HOST an IPv4 address or name, PORT 1-65535).
+struct TcpAddress {
+    std::string host;
+    uint16_t port = 0;
+};
+base::Result<TcpAddress> parse_tcp_address(const std::string& spec);
+base::Result<Connection> tcp_connect(const TcpAddress& a, int timeout_ms);
+// Binds and listens; returns the listening socket's fd.
+base::Result<int> tcp_listen(const TcpAddress& a);
+base::Result<Connection> tcp_accept(int listen_fd);
+
+}  // namespace popek::migration

@@ -1,0 +1,84 @@
+#include "vmm/incoming.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "arch/x86/layout.hpp"
+#include "migration/precopy.hpp"
+#include "migration/state_json.hpp"
+
+namespace popek::vmm {
+
+using base::Error;
+using base::Result;
+using nlohmann::json;
+
+namespace {
+
+class IncomingTarget final : public migration::MigrationTarget {
+public:
+    explicit IncomingTarget(const IncomingOptions& o) : options_(o) {}
+
+    Result<memory::GuestMemory*> reserve(const migration::Hello& hello) override {
+        VmConfig cfg;
+        try {
+            cfg = hello.config.get<VmConfig>();
+        } catch (const json::exception& e) {
+            return Error{std::string("the source's configuration is malformed: ") + e.what()};
+        }
+        POPEK_TRY(validate_config(cfg));
+        if (options_.max_memory != 0 && cfg.memory_bytes > options_.max_memory)
+            return Error{"the VM has " + std::to_string(cfg.memory_bytes >> 20) + " MiB of RAM, this host allows " +
+                         std::to_string(options_.max_memory >> 20) + " MiB (--max-memory)"};
+        for (const auto& d : cfg.disks)
+            if (::access(d.path.c_str(), d.readonly ? R_OK : R_OK | W_OK) != 0)
+                return Error::from_errno("disk '" + d.id + "' (" + d.path + ") is not usable here");
+        if (::access(cfg.kvm_device.c_str(), R_OK | W_OK) != 0)
+            return Error::from_errno("KVM device " + cfg.kvm_device);
+        auto ranges = arch::x86::ram_ranges(cfg.memory_bytes);
+        auto mem = memory::GuestMemory::create(ranges);
+        if (!mem) return mem.error().context("reserving guest RAM");
+        memory_ = std::move(mem).value();
+        cfg_ = cfg;
+        return &memory_;
+    }
+
+    Result<void> build(const json& state) override {
+        auto snap = decode_snapshot_tree(state);
+        if (!snap) return snap.error();
+        if (!options_.serial.empty()) POPEK_TRY(parse_serial(options_.serial, snap->config));
+        if (snap->config.memory_bytes != cfg_.memory_bytes)
+            return Error{"the state's configuration differs from the one announced"};
+        auto m = Machine::from_migration(*snap, std::move(memory_));
+        if (!m) return m.error();
+        machine_ = std::move(m).value();
+        return {};
+    }
+
+    std::unique_ptr<Machine> take() { return std::move(machine_); }
+
+private:
+    const IncomingOptions& options_;
+    VmConfig cfg_;
+    memory::GuestMemory memory_;
+    std::unique_ptr<Machine> machine_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Machine>> receive_migration(const IncomingOptions& options) {
+    POPEK_ASSIGN_OR_RETURN(auto addr, migration::parse_tcp_address(options.listen));
+    POPEK_ASSIGN_OR_RETURN(int lfd, migration::tcp_listen(addr));
+    base::UniqueFd listener(lfd);
+    migration::log_phase("listening", "on " + options.listen);
+    POPEK_ASSIGN_OR_RETURN(auto conn, migration::tcp_accept(listener.get()));
+    listener.reset();
+    IncomingTarget target(options);
+    auto r = migration::receive_vm(target, conn);
+    if (!r) return r.error().context("incoming migration");
+    migration::log_phase("activation", r->dump());
+    return target.take();
+}
+
+}  // namespace popek::vmm
