@@ -20,16 +20,13 @@ using nlohmann::json;
 class ApiVm : public ::testing::Test {
 protected:
     void start(const std::string& workload) {
-        char tmpl[] = "/tmp/popek-api-XXXXXX";
-        dir_ = ::mkdtemp(tmpl);
-        sock_ = dir_ + "/api.sock";
+        sock_ = dir_.path("api.sock");
         child_ = std::make_unique<Child>(std::vector<std::string>{
             POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", workload, "--memory", "64M", "--api-sock", sock_});
         ASSERT_TRUE(child_->wait_for_line("PROBE-READY", 30s)) << child_->err();
     }
     void TearDown() override {
         child_.reset();
-        if (!dir_.empty()) std::filesystem::remove_all(dir_);
     }
     api::Response call(const std::string& method, const std::string& path, const std::string& body = {}) {
         auto r = api::Client(sock_).request(method, path, body);
@@ -41,7 +38,8 @@ protected:
         return j.is_object() && j.contains("error") && j["error"].is_string() ? j["error"].get<std::string>() : "";
     }
 
-    std::string dir_, sock_;
+    TempDir dir_;
+    std::string sock_;
     std::unique_ptr<Child> child_;
 };
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -122,6 +123,16 @@ std::string line_starting(const std::string& text, const std::string& prefix) {
     for (const auto& l : lines(text))
         if (l.rfind(prefix, 0) == 0) return l;
     return "";
+}
+
+TempDir::TempDir() {
+    char tmpl[] = "/tmp/popek-e2e-XXXXXX";
+    const char* dir = ::mkdtemp(tmpl);
+    path_ = dir != nullptr ? dir : "";
+}
+
+TempDir::~TempDir() {
+    if (!path_.empty()) std::filesystem::remove_all(path_);
 }
 
 TempImage::TempImage(uint64_t size, const std::string& name) {

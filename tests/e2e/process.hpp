@@ -53,6 +53,19 @@ std::vector<std::string> lines(const std::string& text);
 // The first line of `text` starting with `prefix`, or "" if none.
 std::string line_starting(const std::string& text, const std::string& prefix);
 
+// A fresh directory under /tmp, removed with everything in it at scope end.
+class TempDir {
+public:
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    [[nodiscard]] std::string path(const std::string& name) const { return path_ + "/" + name; }
+
+private:
+    std::string path_;
+};
+
 // A sparse file of `size` bytes in the test's temp dir, removed at scope end:
 // the raw disk images the virtio tests hand to popek.
 class TempImage {
