@@ -11,6 +11,7 @@ packages=(
   liburing-dev libboost1.81-dev libzydis-dev libxxhash-dev libzstd-dev liblz4-dev
   acpica-tools qemu-system-x86 qemu-utils
   iproute2 procps
+  cpio kmod e2fsprogs  # the Linux guest: initramfs, modules.dep, ext4 image (busybox-static is downloaded, not installed)
 )
 
 missing=()
