@@ -18,13 +18,15 @@ build: deps
 	cmake --build $(BUILD) -j $(JOBS)
 
 build-asan: deps
-	cmake -S . -B $(ASAN_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DPOPEK_SANITIZE=ON -DPOPEK_BENCH=OFF
+	cmake -S . -B $(ASAN_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DPOPEK_SANITIZE=ON -DPOPEK_BENCH=OFF \
+	  -DPOPEK_LINUX_GUEST=OFF -DPOPEK_OPT_BUILD_DIR=$(abspath $(BUILD))
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 # The libFuzzer targets (clang) in a build directory of their own.
 build-fuzz: deps
 	cmake -S . -B $(FUZZ_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DPOPEK_FUZZ=ON -DPOPEK_BENCH=OFF -DBUILD_TESTING=OFF
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DPOPEK_FUZZ=ON -DPOPEK_BENCH=OFF -DBUILD_TESTING=OFF \
+	  -DPOPEK_LINUX_GUEST=OFF
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_targets
 
 # Five minutes per fuzz target.

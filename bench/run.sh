@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# popek vs QEMU-KVM on the probe guest, in one run. Prints Markdown tables.
-# Needs root for the network namespace and TAP of the virtio-net row.
-# BENCH_PARTS picks the parts (default "vmm snapshot"); BENCH_RUNS and
-# BENCH_SNAPSHOT_RUNS the runs per median.
+# popek vs QEMU-KVM on the probe guest, and popek's emulation engine vs QEMU
+# TCG booting Linux, in one run. Prints Markdown tables.
+# Needs root for the network namespaces and TAPs (virtio-net row, Linux guest).
+# BENCH_PARTS picks the parts (default "vmm snapshot emuboot"); BENCH_RUNS,
+# BENCH_SNAPSHOT_RUNS and BENCH_EMU_RUNS the runs per median.
 set -euo pipefail
 BUILD=${1:-build}
-PARTS=${BENCH_PARTS:-vmm snapshot}
+PARTS=${BENCH_PARTS:-vmm snapshot emuboot}
 DISK=/dev/shm/popek-bench-$$.img
 NS=popek-bench-$$
 cleanup() {
@@ -39,4 +40,15 @@ if [[ " $PARTS " == *" snapshot "* ]]; then
   echo
   "$BUILD/bin/popek_snapshot_bench" --popek "$BUILD/bin/popek" --probe "$BUILD/guest/probe.elf" \
     --runs "${BENCH_SNAPSHOT_RUNS:-5}" --dir /dev/shm
+fi
+
+# The stock Debian kernel to the initramfs's first line: popek --engine emu
+# vs QEMU TCG (guest/linux, bench/emu_boot.sh).
+if [[ " $PARTS " == *" emuboot "* ]]; then
+  echo
+  if [ "$(id -u)" -eq 0 ]; then
+    "$(dirname "$0")/emu_boot.sh" "$BUILD"
+  else
+    echo "bench: not root, skipping the Linux boot table (it needs a TAP)" >&2
+  fi
 fi

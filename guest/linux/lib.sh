@@ -39,14 +39,15 @@ lg_cmdline() {
   echo "console=ttyS0 quiet panic=-1 popek.mode=$1 popek.token=$2 popek.ip=$LG_GUEST_IP/24 popek.peer=$LG_HOST_IP"
 }
 
-# lg_qemu_argv GUESTDIR DISK CMDLINE: sets the array LG_ARGV to QEMU TCG on a
-# q35 (PCIe ECAM + ACPI, like popek) with modern-only virtio-pci devices:
-# blk on DISK, net on $LG_TAP (run it in the namespace), rng, and a
-# virtconsole that shares stdout with the UART (ttyS0 = hvc0 = stdio).
+# lg_qemu_argv GUESTDIR DISK CMDLINE HVCFILE: sets the array LG_ARGV to QEMU
+# TCG on a q35 (PCIe ECAM + ACPI, like popek) with modern-only virtio-pci
+# devices: blk on DISK, net on $LG_TAP (run it in the namespace), rng, and a
+# virtconsole (hvc0) writing to HVCFILE. (Sharing stdio with the UART through
+# a mux chardev would hand the console's input to hvc0, not to the shell.)
 lg_qemu_argv() {
   LG_ARGV=(qemu-system-x86_64 -accel tcg -M q35 -m 256M -smp 1 -nodefaults -no-user-config -nographic -no-reboot
-    -chardev stdio,id=con,mux=on,signal=off -serial chardev:con
-    -device virtio-serial-pci,disable-legacy=on -device virtconsole,chardev=con
+    -serial stdio
+    -device virtio-serial-pci,disable-legacy=on -chardev "file,id=hvc,path=$4" -device virtconsole,chardev=hvc
     -drive "file=$2,if=none,format=raw,id=d0" -device virtio-blk-pci,drive=d0,disable-legacy=on
     -netdev "tap,id=n0,ifname=$LG_TAP,script=no,downscript=no" -device virtio-net-pci,netdev=n0,disable-legacy=on,romfile=
     -device virtio-rng-pci,disable-legacy=on

@@ -24,7 +24,7 @@ trap cleanup EXIT
 lg_netns_up "$NS" || die "could not set up network namespace $NS"
 token=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
 lg_make_disk "$WORK/disk.img" "$token" || die "mkfs.ext4 failed"
-lg_qemu_argv "$DIR" "$WORK/disk.img" "$(lg_cmdline test "$token")"
+lg_qemu_argv "$DIR" "$WORK/disk.img" "$(lg_cmdline test "$token")" "$WORK/hvc0"
 echo "\$ ip netns exec $NS $(printf '%q ' "${LG_ARGV[@]}")"
 
 t0=$(date +%s%N)
@@ -45,7 +45,8 @@ for check in modules devices disk-mount disk-read disk-write net rng hvc0; do
   grep -q "^POPEK-CHECK $check ok" <<<"$out" || fail "check $check: $(grep "POPEK-CHECK $check " <<<"$out" || echo 'no result line')"
 done
 grep -q "^POPEK-LINUX-DONE passed=8 failed=0$" <<<"$out" || fail "no 'POPEK-LINUX-DONE passed=8 failed=0'"
-grep -q "POPEK-HVC0 hello from .* token=$token" <<<"$out" || fail "no POPEK-HVC0 line from hvc0"
+echo "hvc0 (virtconsole) wrote: $(cat "$WORK/hvc0")"
+grep -q "^POPEK-HVC0 hello from .* token=$token" "$WORK/hvc0" || fail "no POPEK-HVC0 line from hvc0"
 grep -q "disk-read ok host.txt=written by the host for token $token" <<<"$out" || fail "the guest did not read host.txt"
 grep -q "^\[qemu exit status 0\]" <<<"$out" || fail "QEMU did not exit 0 (guest power-off)"
 # The files the guest wrote, read from the image (no mount needed).
