@@ -15,8 +15,16 @@ OUT=$(cd "$OUT" && pwd)
 die() { echo "guest/linux/fetch.sh: $*" >&2; exit 1; }
 
 # The metapackage's one versioned dependency, e.g. linux-image-6.1.0-56-cloud-amd64.
-kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-             awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }') || true
+resolve() {
+  apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+    awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+}
+kernel_pkg=$(resolve) || true
+if [ -z "$kernel_pkg" ] && [ "$(id -u)" -eq 0 ]; then
+  # A machine whose package lists were never fetched (or were cleaned).
+  apt-get update -qq >&2 || true
+  kernel_pkg=$(resolve) || true
+fi
 if [ -z "$kernel_pkg" ]; then
   # Offline with an already fetched kernel: keep using it.
   cached=$(ls "$OUT"/debs/linux-image-[0-9]*-cloud-amd64_*.deb 2>/dev/null | sort -V | tail -n 1) || true

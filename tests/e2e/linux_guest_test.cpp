@@ -128,7 +128,7 @@ TEST(LinuxGuest, DebianKernelRunsEveryVirtioCheckOnTheEmulationEngine) {
     GuestNetns ns;
     ASSERT_EQ(ns.create(), "");
 
-    const std::string cmdline = std::string("console=ttyS0 quiet panic=-1 popek.mode=test popek.token=") + token +
+    const std::string cmdline = std::string("console=ttyS0 quiet panic=-1 cryptomgr.notests popek.mode=test popek.token=") + token +
                                 " popek.ip=" + kGuestIp + "/24 popek.peer=" + kHostIp;
     auto r = run_process(ns.exec({kPopek, "run", "--engine", "emu", "--memory", "256M", "--cpus", "1", "--kernel",
                                   kGuestDir + "/vmlinuz", "--initrd", kGuestDir + "/initramfs.cpio", "--cmdline",
