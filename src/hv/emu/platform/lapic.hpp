@@ -150,6 +150,8 @@ private:
     int highest(uint32_t base) const;
     uint32_t ppr() const;
     bool sw_enabled() const;
+    int pending_locked() const;
+    bool extint_locked() const;
     void reset_registers();
     void accept_vector(uint8_t vector, bool level, Effects& fx);
     void raise_error(uint32_t bits, Effects& fx);
