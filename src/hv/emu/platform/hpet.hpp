@@ -65,7 +65,7 @@ private:
     void run(const std::vector<Effect>& fx);
 
     mutable std::mutex mu_;
-    std::mutex notify_mu_;
+    std::recursive_mutex notify_mu_;  // keeps on_irq calls in order
     uint64_t config_ = 0;         // general configuration
     uint64_t isr_ = 0;            // general interrupt status
     uint64_t counter_base_ = 0;   // main counter when last started/written

@@ -74,7 +74,7 @@ private:
     void notify();
 
     mutable std::mutex mu_;
-    std::mutex notify_mu_;  // serializes on_output calls
+    std::recursive_mutex notify_mu_;  // serializes on_output calls
     Chip chips_[2];          // [0] master, [1] slave
     bool notified_output_ = false;
 };

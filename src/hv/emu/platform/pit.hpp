@@ -74,7 +74,7 @@ private:
     uint8_t status_byte(const Channel& c, uint64_t now_ns) const;
 
     mutable std::mutex mu_;
-    std::mutex notify_mu_;  // keeps on_irq0 pulses in order
+    std::recursive_mutex notify_mu_;  // keeps on_irq0 pulses in order
     std::array<Channel, 3> ch_{};
     uint8_t port61_ = 0;  // bits 0-3 as written
 };
