@@ -46,7 +46,8 @@ private:
         uint8_t access = 3;  // 1 lobyte, 2 hibyte, 3 lohi
         bool bcd = false;
         uint32_t reload = 0x10000;  // programmed count, 0 means 0x10000
-        bool counting = false;      // a count was loaded (and, mode 1/5, triggered)
+        bool loaded = false;        // a count was written since the control word
+        bool counting = false;      // loaded and (modes 1/5) triggered by the gate
         uint64_t start_ns = 0;      // when counting (re)started
         uint64_t frozen_ticks = 0;  // ticks counted before the gate went low
         bool gate = true;
@@ -65,9 +66,9 @@ private:
     uint64_t elapsed_ticks(const Channel& c, uint64_t now_ns) const;
     uint16_t count_at(const Channel& c, uint64_t now_ns) const;
     bool output_at(const Channel& c, uint64_t now_ns) const;
-    uint64_t ticks_to_ns(uint64_t ticks) const;
     void load_count(unsigned ch, uint32_t value, uint64_t now_ns);
     void schedule_irq(uint64_t now_ns);
+    bool tick_locked(uint64_t now_ns);
     void set_gate(Channel& c, bool gate, uint64_t now_ns);
     uint8_t read_counter(Channel& c, uint64_t now_ns);
     void write_control(uint8_t value, uint64_t now_ns);
