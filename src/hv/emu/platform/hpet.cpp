@@ -122,8 +122,9 @@ void Hpet::tick(uint64_t now_ns) {
             if ((t.config & kTnPeriodic) && t.period) {
                 arm(n, now_ns);
             } else if (t.config & kTn32Bit) {
-                // One-shot: matches again when the 32-bit counter wraps.
-                t.fire_ns = sat_add(t.fire_ns, muldiv_up(1ull << 32, kNsPerSec, kHz));
+                // One-shot: matches again each time the 32-bit counter wraps.
+                const uint64_t wrap_ns = muldiv_up(1ull << 32, kNsPerSec, kHz);
+                t.fire_ns = sat_add(t.fire_ns, ((now_ns - t.fire_ns) / wrap_ns + 1) * wrap_ns);
             } else {
                 t.fire_ns = UINT64_MAX;  // 2^64 ticks away
             }

@@ -387,7 +387,10 @@ uint32_t Lapic::current_count(uint64_t now_ns) const {
 void Lapic::tick_locked(uint64_t now_ns, uint64_t now_tsc, Effects& fx) {
     if (!(apic_base_ & kBaseEnable)) return;
     if (timer_mode() == kTimerTscDeadline) {
-        if (timer_.deadline_tsc != 0 && now_tsc >= timer_.deadline_tsc) {
+        // Either clock reaching the deadline fires it, so a caller whose TSC
+        // and ns arguments round differently never sees next_timer_ns() in
+        // the past after a tick().
+        if (timer_.deadline_tsc != 0 && (now_tsc >= timer_.deadline_tsc || now_ns >= timer_.deadline_ns)) {
             timer_.deadline_tsc = 0;
             timer_.deadline_ns = UINT64_MAX;
             fire_lvt(kLvtTimer, fx);
