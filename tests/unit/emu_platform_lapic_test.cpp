@@ -398,26 +398,38 @@ TEST(EmuPlatformLapic, PeriodicTimer) {
     Enabled a;
     int wakeups = 0;
     a.on_wakeup = [&] { ++wakeups; };
-    a.write(L::kTimerDivide, 0xb, 0);         // divide by 1
+    a.write(L::kTimerDivide, 0xb, 0);             // divide by 1: 1 count per ns
     a.write(L::kLvtTimer, (1u << 17) | 0x31, 0);  // periodic
-    a.write(L::kTimerInitial, 1000, 0);
-    EXPECT_EQ(a.next_timer_ns(), 1000u);
-    a.tick(1000, 0);
+    a.write(L::kTimerInitial, 1'000'000, 0);      // 1 ms
+    EXPECT_EQ(a.next_timer_ns(), 1'000'000u);
+    a.tick(1'000'000, 0);
     EXPECT_EQ(wakeups, 1);
-    EXPECT_EQ(a.next_timer_ns(), 2000u);
-    EXPECT_EQ(a.read(L::kTimerCurrent, 1250), 750u);
+    EXPECT_EQ(a.next_timer_ns(), 2'000'000u);
+    EXPECT_EQ(a.read(L::kTimerCurrent, 1'250'000), 750'000u);
     EXPECT_EQ(a.acknowledge(), 0x31);
-    a.write(L::kEoi, 0, 1300);
+    a.write(L::kEoi, 0, 1'300'000);
     // Late tick: missed periods coalesce into one interrupt, phase kept.
-    EXPECT_EQ(a.read(L::kTimerCurrent, 4500), 500u);
-    a.tick(4500, 0);
+    EXPECT_EQ(a.read(L::kTimerCurrent, 4'500'000), 500'000u);
+    a.tick(4'500'000, 0);
     EXPECT_EQ(wakeups, 2);
-    EXPECT_EQ(a.next_timer_ns(), 5000u);
+    EXPECT_EQ(a.next_timer_ns(), 5'000'000u);
     EXPECT_EQ(a.pending_vector(), 0x31);
     // Switching to one-shot keeps the count; it then stops after expiry.
-    a.write(L::kLvtTimer, 0x31, 4600);
-    a.tick(5000, 0);
+    a.write(L::kLvtTimer, 0x31, 4'600'000);
+    a.tick(5'000'000, 0);
     EXPECT_EQ(a.next_timer_ns(), UINT64_MAX);
+}
+
+TEST(EmuPlatformLapic, TinyPeriodsAreClampedTo100us) {
+    Enabled a;
+    a.write(L::kTimerDivide, 0xb, 0);
+    a.write(L::kLvtTimer, (1u << 17) | 0x31, 0);
+    a.write(L::kTimerInitial, 1, 0);  // 1 ns period asked
+    a.tick(a.next_timer_ns(), 0);
+    const uint64_t t1 = a.next_timer_ns();
+    a.tick(t1, 0);
+    EXPECT_EQ(a.next_timer_ns() - t1, 100'000u);
+    EXPECT_EQ(a.read(L::kTimerCurrent, t1 + 10), 1u);  // reads stay within the initial count
 }
 
 TEST(EmuPlatformLapic, DivideChangeKeepsTheCount) {
@@ -484,7 +496,7 @@ TEST(EmuPlatformLapic, SaveRestoreRoundTrip) {
     EXPECT_EQ(a.acknowledge(), 0x80);
     a.write(L::kTimerDivide, 0xb, 0);
     a.write(L::kLvtTimer, (1u << 17) | 0x33, 0);
-    a.write(L::kTimerInitial, 700, 100);
+    a.write(L::kTimerInitial, 700'000, 100);
     InterruptMessage nmi;
     nmi.delivery_mode = kNmi;
     a.deliver(nmi);
@@ -496,12 +508,12 @@ TEST(EmuPlatformLapic, SaveRestoreRoundTrip) {
     EXPECT_EQ(b.save(), blob);
     EXPECT_EQ(b.read(L::kLdr, 0), 0x08000000u);
     EXPECT_EQ(b.read(L::kPpr, 0), 0x80u);
-    EXPECT_EQ(b.next_timer_ns(), 800u);
+    EXPECT_EQ(b.next_timer_ns(), 700'100u);
     EXPECT_TRUE(b.take_nmi());
     b.write(L::kEoi, 0, 200);
     EXPECT_EQ(b.acknowledge(), 0x44);
-    b.tick(800, 0);
-    EXPECT_EQ(b.next_timer_ns(), 1500u);
+    b.tick(700'100, 0);
+    EXPECT_EQ(b.next_timer_ns(), 1'400'100u);
     // The APIC id is a (writable) register: it comes with the state.
     Lapic c(3, false, kTscHz, kBusHz);
     ASSERT_TRUE(c.restore(blob));

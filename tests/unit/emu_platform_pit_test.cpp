@@ -156,6 +156,17 @@ TEST(EmuPlatformPit, Mode3SquareWaveAndGateRestart) {
     EXPECT_EQ(f.pit.read(0x61, at_tick(1060)) & 0x20, 0);
 }
 
+TEST(EmuPlatformPit, TinyPeriodsInterruptAtMostEvery100us) {
+    Fixture f;
+    f.pit.write(0x43, 0x34, 0);
+    f.pit.write(0x40, 2, 0);  // 2 ticks: 1.7 us asked
+    f.pit.write(0x40, 0, 0);
+    EXPECT_EQ(f.pit.next_event_ns(), at_tick(120));
+    f.pit.tick(at_tick(120));
+    EXPECT_EQ(f.pit.next_event_ns(), at_tick(240));
+    EXPECT_EQ(f.latched(0, at_tick(121)), 1u);  // the count itself runs at full speed
+}
+
 TEST(EmuPlatformPit, Mode3OnChannel0InterruptsEachPeriod) {
     Fixture f;
     f.pit.write(0x43, 0x36, 0);  // ch0, lohi, mode 3 (the BIOS's 18.2 Hz)

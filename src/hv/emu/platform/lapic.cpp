@@ -31,6 +31,10 @@ constexpr uint32_t kEsrSendIllegalVector = 1u << 5;
 constexpr uint32_t kEsrReceiveIllegalVector = 1u << 6;
 constexpr uint32_t kEsrIllegalRegister = 1u << 7;
 
+// Periodic interrupts come at most every 100 us (KVM clamps too): a guest
+// cannot make the event loop spin with a 1-count period.
+constexpr uint64_t kMinPeriodNs = 100'000;
+
 constexpr uint32_t kTimerOneShot = 0;
 constexpr uint32_t kTimerPeriodic = 1;
 constexpr uint32_t kTimerTscDeadline = 2;
@@ -362,8 +366,8 @@ void Lapic::start_timer(uint64_t now_ns, uint64_t counts) {
         timer_.period_ns = 0;
         return;
     }
-    uint64_t period = counts_to_ns(reg(kTimerInitial));
-    timer_.period_ns = period ? period : 1;
+    const uint64_t period = counts_to_ns(reg(kTimerInitial));
+    timer_.period_ns = period < kMinPeriodNs ? kMinPeriodNs : period;
     const uint64_t first = counts_to_ns(counts);
     timer_.expire_ns = sat_add(now_ns, first ? first : 1);
 }

@@ -16,6 +16,9 @@ constexpr uint32_t kMagic = 0x31544950;  // "PIT1"
 constexpr uint32_t kBlobVersion = 1;
 constexpr uint64_t kNsPerSec = 1'000'000'000;
 constexpr uint64_t kRefreshNs = 15085;  // port 0x61 bit 4 toggles at this period
+// Channel 0's periodic interrupts come at most every 100 us (KVM clamps
+// too); counts and OUT stay exact.
+constexpr uint64_t kMinIrqTicks = 120;
 
 uint64_t ns_to_ticks(uint64_t ns) { return muldiv(ns, Pit::kHz, kNsPerSec); }
 uint64_t ticks_to_ns_up(uint64_t ticks) { return muldiv_up(ticks, kNsPerSec, Pit::kHz); }
@@ -80,7 +83,11 @@ void Pit::schedule_irq(uint64_t now_ns) {
         at = c.reload;
         break;
     case 2:
-    case 3: at = (e / c.reload + 1) * c.reload; break;
+    case 3: {
+        const uint64_t step = c.reload * ((kMinIrqTicks + c.reload - 1) / c.reload);
+        at = (e / step + 1) * step;
+        break;
+    }
     default: return;  // 1, 5: channel 0's gate never triggers
     }
     c.next_irq_ns = sat_add(c.start_ns, ticks_to_ns_up(at - c.frozen_ticks));
