@@ -9,6 +9,8 @@
 // otherwise the IOAPIC pin from Tn_INT_ROUTE_CNF. Edge interrupts are a
 // pulse (true then false); level interrupts stay asserted until the guest
 // clears the timer's bit in the general interrupt status register.
+// Callbacks are plain members: set them before the model is shared between
+// threads. Times in save() blobs are guest-clock ns.
 #pragma once
 
 #include <array>

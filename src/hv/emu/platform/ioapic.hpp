@@ -7,6 +7,8 @@
 // business, as with KVM's in-kernel IOAPIC.
 //
 // Thread-safe; the deliver callback runs after the mutex is released.
+// Callbacks are plain members: set them before the model is shared between
+// threads. Times in save() blobs are guest-clock ns.
 #pragma once
 
 #include <array>

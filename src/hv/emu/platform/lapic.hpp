@@ -7,6 +7,8 @@
 // clock; now_tsc: the guest TSC). Thread-safe: every method takes the
 // internal mutex. Callbacks run after the mutex is released, on the calling
 // thread, so they may call back into this Lapic (a self-IPI does).
+// Callbacks are plain members: set them before the model is shared between
+// threads. Times in save() blobs are guest-clock ns.
 #pragma once
 
 #include <array>

@@ -7,6 +7,8 @@
 //
 // Thread-safe; on_output runs after the mutex is released and reports the
 // INTR line's current value each time it changes (never out of order).
+// Callbacks are plain members: set them before the model is shared between
+// threads. Times in save() blobs are guest-clock ns.
 #pragma once
 
 #include <array>

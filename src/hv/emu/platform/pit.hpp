@@ -9,6 +9,8 @@
 // interrupt is a pulse, on_irq0(true) then on_irq0(false) (the line rests
 // low, like KVM's in-kernel PIT), so an edge-triggered PIC or IOAPIC pin
 // sees one rising edge per interrupt.
+// Callbacks are plain members: set them before the model is shared between
+// threads. Times in save() blobs are guest-clock ns.
 #pragma once
 
 #include <array>
