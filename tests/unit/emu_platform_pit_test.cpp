@@ -43,21 +43,22 @@ TEST(EmuPlatformPit, LinuxPeriodicClockevent) {
     EXPECT_EQ(f.pit.next_event_ns(), UINT64_MAX);
     f.pit.write(0x40, latch >> 8, 1000);
     const uint64_t first = f.pit.next_event_ns();
-    EXPECT_EQ(first, 1000 + at_tick(latch));
+    // 1000 ns is one clock edge in: the counter runs on the PIT clock's grid.
+    EXPECT_EQ(first, at_tick(1u + latch));
     f.pit.tick(first - 1);
     EXPECT_TRUE(f.irq.empty());
     f.pit.tick(first);
     EXPECT_EQ(f.irq, (std::vector<bool>{true, false}));  // one pulse, line rests low
-    EXPECT_EQ(f.pit.next_event_ns(), 1000 + at_tick(2u * latch));
+    EXPECT_EQ(f.pit.next_event_ns(), at_tick(1u + 2u * latch));
     // Counting down within the period, read through a latch.
-    const uint64_t quarter = 1000 + at_tick(latch + latch / 4);
+    const uint64_t quarter = at_tick(1u + latch + latch / 4);
     const uint16_t v = f.latched(0, quarter);
     EXPECT_LE(v, latch - latch / 4 + 1);
     EXPECT_GE(v, latch - latch / 4 - 1);
     // 10 periods later in one tick: coalesced into one interrupt, phase kept.
-    f.pit.tick(1000 + at_tick(12u * latch) + 10);
+    f.pit.tick(at_tick(1u + 12u * latch) + 10);
     EXPECT_EQ(f.pulses(), 2u);
-    EXPECT_EQ(f.pit.next_event_ns(), 1000 + at_tick(13u * latch));
+    EXPECT_EQ(f.pit.next_event_ns(), at_tick(1u + 13u * latch));
 }
 
 TEST(EmuPlatformPit, Mode0OneShotAndShutdown) {
@@ -89,7 +90,7 @@ TEST(EmuPlatformPit, Mode0FirstByteStopsTheCount) {
     f.pit.write(0x40, 0x20, 100);  // first byte of a new count
     EXPECT_EQ(f.pit.next_event_ns(), UINT64_MAX);
     f.pit.write(0x40, 0x00, 200);
-    EXPECT_EQ(f.pit.next_event_ns(), 200 + at_tick(0x20));
+    EXPECT_EQ(f.pit.next_event_ns(), at_tick(0x20));  // 200 ns is before the first clock edge
 }
 
 TEST(EmuPlatformPit, Channel2CalibrationThroughPort61) {
@@ -103,9 +104,9 @@ TEST(EmuPlatformPit, Channel2CalibrationThroughPort61) {
     f.pit.write(0x42, latch & 0xff, 500);
     f.pit.write(0x42, latch >> 8, 500);
     EXPECT_EQ(f.pit.read(0x61, 500) & 0x20, 0);
-    EXPECT_EQ(f.pit.read(0x61, 500 + at_tick(latch) - 1) & 0x20, 0);
-    EXPECT_EQ(f.pit.read(0x61, 500 + at_tick(latch)) & 0x20, 0x20);
-    EXPECT_EQ(f.pit.read(0x61, 500 + at_tick(latch)) & 0x0f, 0x01);
+    EXPECT_EQ(f.pit.read(0x61, at_tick(latch) - 1) & 0x20, 0);  // 500 ns: before the first edge
+    EXPECT_EQ(f.pit.read(0x61, at_tick(latch)) & 0x20, 0x20);
+    EXPECT_EQ(f.pit.read(0x61, at_tick(latch)) & 0x0f, 0x01);
     EXPECT_TRUE(f.irq.empty());  // channel 2 raises no interrupt
 }
 
@@ -134,9 +135,8 @@ TEST(EmuPlatformPit, GateLowPausesMode0) {
     f.pit.write(0x61, 0x00, at_tick(300));
     EXPECT_EQ(f.latched(2, at_tick(900)), 700u);
     f.pit.write(0x61, 0x01, at_tick(2000));
-    // 700 ticks left (give or take the one-tick rounding of ns <-> ticks).
-    EXPECT_EQ(f.pit.read(0x61, at_tick(2000 + 698)) & 0x20, 0);
-    EXPECT_EQ(f.pit.read(0x61, at_tick(2000 + 701)) & 0x20, 0x20);
+    EXPECT_EQ(f.pit.read(0x61, at_tick(2000 + 699)) & 0x20, 0);  // 700 ticks were left
+    EXPECT_EQ(f.pit.read(0x61, at_tick(2000 + 700)) & 0x20, 0x20);
 }
 
 TEST(EmuPlatformPit, Mode3SquareWaveAndGateRestart) {
@@ -228,6 +228,31 @@ TEST(EmuPlatformPit, Mode4Strobe) {
     f.pit.tick(at_tick(50));
     f.pit.tick(at_tick(5000000));
     EXPECT_EQ(f.pulses(), 1u);
+}
+
+TEST(EmuPlatformPit, Modes1And5StartOnTheGate) {
+    Fixture f;
+    f.pit.write(0x43, 0xb2, 0);  // ch2, lohi, mode 1 (gate low since power-on)
+    f.pit.write(0x42, 100, 0);
+    f.pit.write(0x42, 0, 0);
+    EXPECT_EQ(f.pit.read(0x61, at_tick(500)) & 0x20, 0x20);  // idle high, not counting
+    EXPECT_EQ(f.latched(2, at_tick(500)), 100u);
+    f.pit.write(0x61, 0x01, at_tick(1000));  // rising gate: one-shot starts, OUT low
+    EXPECT_EQ(f.pit.read(0x61, at_tick(1050)) & 0x20, 0);
+    EXPECT_EQ(f.latched(2, at_tick(1050)), 50u);
+    EXPECT_EQ(f.pit.read(0x61, at_tick(1100)) & 0x20, 0x20);
+    f.pit.write(0x61, 0x00, at_tick(1200));  // gate low does not stop mode 1...
+    f.pit.write(0x61, 0x01, at_tick(1300));  // ...and a new rising edge retriggers
+    EXPECT_EQ(f.pit.read(0x61, at_tick(1310)) & 0x20, 0);
+    f.pit.write(0x43, 0xba, at_tick(2000));  // mode 5: hardware-triggered strobe
+    f.pit.write(0x42, 10, at_tick(2000));
+    f.pit.write(0x42, 0, at_tick(2000));
+    EXPECT_EQ(f.pit.read(0x61, at_tick(2020)) & 0x20, 0x20);  // waits for a gate edge
+    f.pit.write(0x61, 0x00, at_tick(2030));
+    f.pit.write(0x61, 0x01, at_tick(2040));
+    EXPECT_EQ(f.pit.read(0x61, at_tick(2049)) & 0x20, 0x20);
+    EXPECT_EQ(f.pit.read(0x61, at_tick(2050)) & 0x20, 0);  // the strobe
+    EXPECT_EQ(f.pit.read(0x61, at_tick(2051)) & 0x20, 0x20);
 }
 
 TEST(EmuPlatformPit, Port61RefreshToggle) {

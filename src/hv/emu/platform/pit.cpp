@@ -20,8 +20,10 @@ constexpr uint64_t kRefreshNs = 15085;  // port 0x61 bit 4 toggles at this perio
 // too); counts and OUT stay exact.
 constexpr uint64_t kMinIrqTicks = 120;
 
-uint64_t ns_to_ticks(uint64_t ns) { return muldiv(ns, Pit::kHz, kNsPerSec); }
-uint64_t ticks_to_ns_up(uint64_t ticks) { return muldiv_up(ticks, kNsPerSec, Pit::kHz); }
+// The PIT's input clock is one free-running 1.193182 MHz signal: counters
+// step on its edges, which fall on a fixed grid of the guest clock.
+uint64_t clock_edges(uint64_t ns) { return muldiv(ns, Pit::kHz, kNsPerSec); }
+uint64_t edge_time(uint64_t edge) { return muldiv_up(edge, kNsPerSec, Pit::kHz); }
 
 // Modes 1 and 5 are started by the gate and are not paused by it.
 bool gate_triggered(uint8_t mode) { return mode == 1 || mode == 5; }
@@ -36,7 +38,7 @@ Pit::Pit() {
 uint64_t Pit::elapsed_ticks(const Channel& c, uint64_t now_ns) const {
     if (!c.counting) return c.frozen_ticks;
     if (!c.gate && !gate_triggered(c.mode)) return c.frozen_ticks;
-    return c.frozen_ticks + (now_ns > c.start_ns ? ns_to_ticks(now_ns - c.start_ns) : 0);
+    return c.frozen_ticks + (now_ns > c.start_ns ? clock_edges(now_ns) - clock_edges(c.start_ns) : 0);
 }
 
 uint16_t Pit::count_at(const Channel& c, uint64_t now_ns) const {
@@ -57,7 +59,7 @@ uint16_t Pit::count_at(const Channel& c, uint64_t now_ns) const {
 }
 
 bool Pit::output_at(const Channel& c, uint64_t now_ns) const {
-    if (!c.counting) return c.mode != 0 && c.mode != 1;  // 0/1: low until TC; others idle high
+    if (!c.counting) return c.mode != 0;  // mode 0: low until TC; others idle high until triggered
     if (!c.gate && (c.mode == 2 || c.mode == 3)) return true;
     const uint64_t e = elapsed_ticks(c, now_ns);
     const uint64_t n = c.reload;
@@ -90,7 +92,7 @@ void Pit::schedule_irq(uint64_t now_ns) {
     }
     default: return;  // 1, 5: channel 0's gate never triggers
     }
-    c.next_irq_ns = sat_add(c.start_ns, ticks_to_ns_up(at - c.frozen_ticks));
+    c.next_irq_ns = edge_time(sat_add(clock_edges(c.start_ns), at - c.frozen_ticks));
 }
 
 bool Pit::tick_locked(uint64_t now_ns) {
