@@ -238,6 +238,12 @@ TEST(EmuPlatformWiring, RandomGuestAccessesNeverLeaveATimerDue) {
         for (auto& c : m.cpus) {
             c->tick(now, tsc);
             ASSERT_GT(c->next_timer_ns(), now) << i;
+            // The lock-free event hint agrees with the locked state.
+            if (!c->has_event()) {
+                ASSERT_FALSE(c->extint_pending()) << i;
+                ASSERT_EQ(c->take_sipi(), -1) << i;
+                ASSERT_FALSE(c->take_nmi()) << i;
+            }
         }
         m.pit.tick(now);
         ASSERT_GT(m.pit.next_event_ns(), now) << i;

@@ -135,6 +135,18 @@ void Lapic::reset_registers() {
     timer_ = Timer{};
 }
 
+// Every method that changes state holds a Guard: before the mutex is
+// released it refreshes event_hint_, which has_event() and the fast path of
+// pending_vector() read without locking (the engine asks between blocks).
+struct Lapic::Guard {
+    explicit Guard(Lapic& l) : lapic(l), lock(l.mu_) {}
+    ~Guard() { lapic.event_hint_.store(lapic.event_locked(), std::memory_order_release); }
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+    Lapic& lapic;
+    std::lock_guard<std::mutex> lock;
+};
+
 // ---- events ----
 
 void Lapic::run(Effects& fx) {
@@ -198,7 +210,7 @@ bool Lapic::accepts(const InterruptMessage& msg) const {
 void Lapic::deliver(const InterruptMessage& msg) {
     Effects fx;
     {
-        std::lock_guard lock(mu_);
+        Guard lock(*this);
         if (!(apic_base_ & kBaseEnable)) return;
         switch (msg.delivery_mode) {
         case kFixed:
@@ -244,7 +256,7 @@ void Lapic::set_lint(unsigned pin, bool level) {
     if (pin > 1) return;
     Effects fx;
     {
-        std::lock_guard lock(mu_);
+        Guard lock(*this);
         lint_locked(pin, level, fx);
     }
     run(fx);
@@ -258,12 +270,13 @@ int Lapic::pending_locked() const {
 }
 
 int Lapic::pending_vector() const {
+    if (!event_hint_.load(std::memory_order_acquire)) return -1;  // the common case, lock-free
     std::lock_guard lock(mu_);
     return pending_locked();
 }
 
 uint8_t Lapic::acknowledge() {
-    std::lock_guard lock(mu_);
+    Guard lock(*this);
     const int v = pending_locked();
     // Nothing deliverable any more (TPR raised, or the request went away):
     // the spurious vector, as hardware gives it.
@@ -286,34 +299,35 @@ bool Lapic::extint_pending() const {
     return extint_locked();
 }
 
-bool Lapic::has_event() const {
-    std::lock_guard lock(mu_);
+bool Lapic::event_locked() const {
     return pending_locked() >= 0 || extint_locked() || nmi_pending_ || init_pending_ || sipi_vector_ >= 0;
 }
 
+bool Lapic::has_event() const { return event_hint_.load(std::memory_order_acquire); }
+
 bool Lapic::take_nmi() {
-    std::lock_guard lock(mu_);
+    Guard lock(*this);
     return std::exchange(nmi_pending_, false);
 }
 
 bool Lapic::take_extint() {
-    std::lock_guard lock(mu_);
+    Guard lock(*this);
     if (std::exchange(extint_pending_, false)) return true;
     return extint_locked();
 }
 
 bool Lapic::take_init() {
-    std::lock_guard lock(mu_);
+    Guard lock(*this);
     return std::exchange(init_pending_, false);
 }
 
 int Lapic::take_sipi() {
-    std::lock_guard lock(mu_);
+    Guard lock(*this);
     return std::exchange(sipi_vector_, -1);
 }
 
 void Lapic::init_reset() {
-    std::lock_guard lock(mu_);
+    Guard lock(*this);
     // A SIPI that arrived before the vCPU acted on INIT stays pending.
     reset_registers();
     nmi_pending_ = false;
@@ -336,7 +350,7 @@ uint64_t Lapic::apic_base() const {
 
 bool Lapic::set_apic_base(uint64_t value) {
     if (value & ~kBaseWritable) return false;  // reserved bits or x2APIC enable
-    std::lock_guard lock(mu_);
+    Guard lock(*this);
     const bool was = apic_base_ & kBaseEnable;
     apic_base_ = (value & ~kBaseBsp) | (bsp_ ? kBaseBsp : 0);
     if (was && !(value & kBaseEnable)) {
@@ -415,7 +429,7 @@ void Lapic::tick_locked(uint64_t now_ns, uint64_t now_tsc, Effects& fx) {
 void Lapic::tick(uint64_t now_ns, uint64_t now_tsc) {
     Effects fx;
     {
-        std::lock_guard lock(mu_);
+        Guard lock(*this);
         tick_locked(now_ns, now_tsc, fx);
     }
     run(fx);
@@ -436,7 +450,7 @@ uint64_t Lapic::tsc_deadline() const {
 void Lapic::set_tsc_deadline(uint64_t tsc_value, uint64_t now_tsc, uint64_t now_ns) {
     Effects fx;
     {
-        std::lock_guard lock(mu_);
+        Guard lock(*this);
         if (!(apic_base_ & kBaseEnable) || timer_mode() != kTimerTscDeadline) return;
         timer_.deadline_tsc = tsc_value;
         timer_.deadline_ns = UINT64_MAX;
@@ -473,7 +487,7 @@ uint32_t Lapic::read(uint32_t offset, uint64_t now_ns) {
 void Lapic::write(uint32_t offset, uint32_t value, uint64_t now_ns) {
     Effects fx;
     {
-        std::lock_guard lock(mu_);
+        Guard lock(*this);
         if ((apic_base_ & kBaseEnable) && offset < kPageSize && (offset & 0xf) == 0)
             write_locked(offset, value, now_ns, fx);
     }
@@ -642,7 +656,7 @@ bool Lapic::restore(std::span<const uint8_t> blob) {
     for (uint32_t off : kLvts) ok = ok && (get(off) & ~(lvt_bits(off) | (1u << 14))) == 0;
     if (!ok) return false;
 
-    std::lock_guard lock(mu_);
+    Guard lock(*this);
     regs_ = regs;
     apic_base_ = base;
     esr_pending_ = esr_pending;

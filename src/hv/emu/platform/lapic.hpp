@@ -12,6 +12,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -93,6 +94,8 @@ public:
     uint8_t acknowledge();
     // Anything that should wake a halted vCPU: a deliverable vector, ExtINT,
     // NMI, INIT or SIPI pending (the caller still checks RFLAGS.IF).
+    // Lock-free (one atomic load), cheap enough to ask between blocks;
+    // pending_vector() takes the same fast path when nothing is pending.
     [[nodiscard]] bool has_event() const;
     // Pending ExtINT (LINT0 ExtINT line high, or an ExtINT message) without
     // consuming it.
@@ -138,6 +141,7 @@ public:
 
 private:
     struct Effects;  // callbacks collected under the lock, run after it
+    struct Guard;    // the mutex, plus the event hint refreshed on unlock
     struct Timer {
         uint64_t expire_ns = UINT64_MAX;  // one-shot/periodic: next expiry
         uint64_t period_ns = 0;           // periodic: reload period
@@ -153,6 +157,7 @@ private:
     uint32_t ppr() const;
     bool sw_enabled() const;
     int pending_locked() const;
+    bool event_locked() const;
     bool extint_locked() const;
     void reset_registers();
     void accept_vector(uint8_t vector, bool level, Effects& fx);
@@ -184,6 +189,7 @@ private:
     bool extint_pending_ = false;
     bool init_pending_ = false;
     int sipi_vector_ = -1;
+    std::atomic<bool> event_hint_{false};  // event_locked() as of the last unlock
 };
 
 }  // namespace popek::hv::emu::platform
