@@ -5,67 +5,12 @@
 #include <utility>
 
 #include "hv/emu/platform/blob.hpp"
+#include "hv/emu/platform/lapic_internal.hpp"
 #include "hv/emu/platform/muldiv.hpp"
 
 namespace popek::hv::emu::platform {
 
-namespace {
-
-constexpr uint32_t kMagic = 0x43504c41;  // "ALPC"
-constexpr uint32_t kBlobVersion = 1;
-constexpr uint64_t kNsPerSec = 1'000'000'000;
-
-constexpr uint32_t kVersionValue = 0x00050014;  // version 0x14, 6 LVT entries
-constexpr uint32_t kLvtMasked = 1u << 16;
-constexpr uint32_t kSvrEnable = 1u << 8;
-
-constexpr uint64_t kBaseBsp = 1u << 8;
-constexpr uint64_t kBaseX2apic = 1u << 10;
-constexpr uint64_t kBaseEnable = 1u << 11;
-// Writable bits of IA32_APIC_BASE: the page address (up to 52 physical
-// address bits), BSP (kept: read-only to the guest) and the global enable.
-constexpr uint64_t kBaseWritable = 0x000ffffffffff000ull | kBaseBsp | kBaseEnable;
-
-// ESR bits (SDM 11.5.3).
-constexpr uint32_t kEsrSendIllegalVector = 1u << 5;
-constexpr uint32_t kEsrReceiveIllegalVector = 1u << 6;
-constexpr uint32_t kEsrIllegalRegister = 1u << 7;
-
-// Periodic interrupts come at most every 100 us (KVM clamps too): a guest
-// cannot make the event loop spin with a 1-count period.
-constexpr uint64_t kMinPeriodNs = 100'000;
-
-constexpr uint32_t kTimerOneShot = 0;
-constexpr uint32_t kTimerPeriodic = 1;
-constexpr uint32_t kTimerTscDeadline = 2;
-
-// Bits the guest may set in each LVT entry.
-constexpr uint32_t kLvtTimerBits = 0x000700ff;    // vector, mask, mode
-constexpr uint32_t kLvtDmBits = 0x000107ff;       // vector, delivery mode, mask
-constexpr uint32_t kLvtLintBits = 0x0001a7ff;     // + polarity, trigger mode
-constexpr uint32_t kLvtErrorBits = 0x000100ff;    // vector, mask
-constexpr uint32_t kIcrLowBits = 0x000ccfff;      // vector, DM, dest mode, level, trigger, shorthand
-
-constexpr uint32_t kLvts[] = {Lapic::kLvtTimer, Lapic::kLvtThermal, Lapic::kLvtPerf,
-                              Lapic::kLvtLint0, Lapic::kLvtLint1, Lapic::kLvtError};
-
-uint32_t lvt_bits(uint32_t offset) {
-    switch (offset) {
-    case Lapic::kLvtTimer: return kLvtTimerBits;
-    case Lapic::kLvtLint0:
-    case Lapic::kLvtLint1: return kLvtLintBits;
-    case Lapic::kLvtError: return kLvtErrorBits;
-    default: return kLvtDmBits;
-    }
-}
-
-}  // namespace
-
-struct Lapic::Effects {
-    std::vector<uint8_t> eois;
-    std::vector<InterruptMessage> ipis;
-    bool wakeup = false;
-};
+using namespace lapic_detail;
 
 Lapic::Lapic(uint32_t apic_id, bool bsp, uint64_t tsc_hz, uint64_t bus_hz)
     : id_(apic_id & 0xff),
@@ -134,18 +79,6 @@ void Lapic::reset_registers() {
     esr_pending_ = 0;
     timer_ = Timer{};
 }
-
-// Every method that changes state holds a Guard: before the mutex is
-// released it refreshes event_hint_, which has_event() and the fast path of
-// pending_vector() read without locking (the engine asks between blocks).
-struct Lapic::Guard {
-    explicit Guard(Lapic& l) : lapic(l), lock(l.mu_) {}
-    ~Guard() { lapic.event_hint_.store(lapic.event_locked(), std::memory_order_release); }
-    Guard(const Guard&) = delete;
-    Guard& operator=(const Guard&) = delete;
-    Lapic& lapic;
-    std::lock_guard<std::mutex> lock;
-};
 
 // ---- events ----
 
@@ -362,109 +295,6 @@ bool Lapic::set_apic_base(uint64_t value) {
     return true;
 }
 
-// ---- timer ----
-
-uint32_t Lapic::timer_mode() const { return (reg(kLvtTimer) >> 17) & 3; }
-
-uint64_t Lapic::divisor() const {
-    const uint32_t d = reg(kTimerDivide);
-    const uint32_t idx = ((d >> 1) & 4) | (d & 3);
-    return idx == 7 ? 1 : 2ull << idx;
-}
-
-uint64_t Lapic::counts_to_ns(uint64_t counts) const { return muldiv(counts, divisor() * kNsPerSec, bus_hz_); }
-
-void Lapic::start_timer(uint64_t now_ns, uint64_t counts) {
-    if (counts == 0) {
-        timer_.expire_ns = UINT64_MAX;
-        timer_.period_ns = 0;
-        return;
-    }
-    const uint64_t period = counts_to_ns(reg(kTimerInitial));
-    timer_.period_ns = period < kMinPeriodNs ? kMinPeriodNs : period;
-    const uint64_t first = counts_to_ns(counts);
-    timer_.expire_ns = sat_add(now_ns, first ? first : 1);
-}
-
-uint32_t Lapic::current_count(uint64_t now_ns) const {
-    if (timer_mode() == kTimerTscDeadline || timer_.expire_ns == UINT64_MAX) return 0;
-    uint64_t remaining;
-    if (now_ns < timer_.expire_ns) {
-        remaining = timer_.expire_ns - now_ns;
-    } else if (timer_mode() == kTimerPeriodic && timer_.period_ns) {
-        // Expired periods the caller has not tick()ed yet.
-        remaining = timer_.period_ns - (now_ns - timer_.expire_ns) % timer_.period_ns;
-    } else {
-        return 0;
-    }
-    const uint64_t counts = muldiv_up(remaining, bus_hz_, divisor() * kNsPerSec);
-    const uint32_t initial = reg(kTimerInitial);
-    return counts > initial ? initial : static_cast<uint32_t>(counts);
-}
-
-void Lapic::tick_locked(uint64_t now_ns, uint64_t now_tsc, Effects& fx) {
-    if (!(apic_base_ & kBaseEnable)) return;
-    if (timer_mode() == kTimerTscDeadline) {
-        // Either clock reaching the deadline fires it, so a caller whose TSC
-        // and ns arguments round differently never sees next_timer_ns() in
-        // the past after a tick().
-        if (timer_.deadline_tsc != 0 && (now_tsc >= timer_.deadline_tsc || now_ns >= timer_.deadline_ns)) {
-            timer_.deadline_tsc = 0;
-            timer_.deadline_ns = UINT64_MAX;
-            fire_lvt(kLvtTimer, fx);
-        }
-        return;
-    }
-    if (timer_.expire_ns == UINT64_MAX || now_ns < timer_.expire_ns) return;
-    fire_lvt(kLvtTimer, fx);
-    if (timer_mode() == kTimerPeriodic && timer_.period_ns) {
-        // Periods missed while nobody ticked are coalesced into one interrupt.
-        const uint64_t missed = (now_ns - timer_.expire_ns) / timer_.period_ns + 1;
-        timer_.expire_ns = sat_add(timer_.expire_ns, missed * timer_.period_ns);
-    } else {
-        timer_.expire_ns = UINT64_MAX;
-    }
-}
-
-void Lapic::tick(uint64_t now_ns, uint64_t now_tsc) {
-    Effects fx;
-    {
-        Guard lock(*this);
-        tick_locked(now_ns, now_tsc, fx);
-    }
-    run(fx);
-}
-
-uint64_t Lapic::next_timer_ns() const {
-    std::lock_guard lock(mu_);
-    if (!(apic_base_ & kBaseEnable)) return UINT64_MAX;
-    if (timer_mode() == kTimerTscDeadline) return timer_.deadline_tsc ? timer_.deadline_ns : UINT64_MAX;
-    return timer_.expire_ns;
-}
-
-uint64_t Lapic::tsc_deadline() const {
-    std::lock_guard lock(mu_);
-    return timer_mode() == kTimerTscDeadline ? timer_.deadline_tsc : 0;
-}
-
-void Lapic::set_tsc_deadline(uint64_t tsc_value, uint64_t now_tsc, uint64_t now_ns) {
-    Effects fx;
-    {
-        Guard lock(*this);
-        if (!(apic_base_ & kBaseEnable) || timer_mode() != kTimerTscDeadline) return;
-        timer_.deadline_tsc = tsc_value;
-        timer_.deadline_ns = UINT64_MAX;
-        if (tsc_value == 0) {
-            // Writing 0 disarms.
-        } else if (tsc_value <= now_tsc) {
-            tick_locked(now_ns, now_tsc, fx);  // already due: fires now
-        } else {
-            timer_.deadline_ns = sat_add(now_ns, muldiv_up(tsc_value - now_tsc, kNsPerSec, tsc_hz_));
-        }
-    }
-    run(fx);
-}
-
 // ---- register access ----
 
 uint32_t Lapic::read(uint32_t offset, uint64_t now_ns) {
@@ -602,72 +432,6 @@ void Lapic::send_ipi(Effects& fx) {
         return;
     }
     fx.ipis.push_back(m);
-}
-
-// ---- save/restore ----
-
-std::vector<uint8_t> Lapic::save() const {
-    std::lock_guard lock(mu_);
-    BlobWriter w(kMagic, kBlobVersion);
-    w.bytes(regs_);
-    w.u64(apic_base_);
-    w.u32(esr_pending_);
-    w.u64(timer_.expire_ns);
-    w.u64(timer_.period_ns);
-    w.u64(timer_.deadline_tsc);
-    w.u64(timer_.deadline_ns);
-    w.boolean(lint_level_[0]);
-    w.boolean(lint_level_[1]);
-    w.boolean(nmi_pending_);
-    w.boolean(extint_pending_);
-    w.boolean(init_pending_);
-    w.u16(static_cast<uint16_t>(sipi_vector_ < 0 ? 0xffff : sipi_vector_));
-    return w.take();
-}
-
-bool Lapic::restore(std::span<const uint8_t> blob) {
-    BlobReader r(blob, kMagic, kBlobVersion);
-    std::array<uint8_t, kPageSize> regs{};
-    r.bytes(regs);
-    const uint64_t base = r.u64();
-    const uint32_t esr_pending = r.u32();
-    Timer t;
-    t.expire_ns = r.u64();
-    t.period_ns = r.u64();
-    t.deadline_tsc = r.u64();
-    t.deadline_ns = r.u64();
-    const bool lint0 = r.boolean(), lint1 = r.boolean();
-    const bool nmi = r.boolean(), extint = r.boolean(), init = r.boolean();
-    const uint16_t sipi = r.u16();
-    if (!r.done()) return false;
-
-    auto get = [&](uint32_t off) {
-        uint32_t v;
-        std::memcpy(&v, regs.data() + off, 4);
-        return v;
-    };
-    bool ok = (base & ~kBaseWritable) == 0 && ((base & kBaseBsp) != 0) == bsp_ &&
-              (get(kId) & 0x00ffffffu) == 0 && get(kVersion) == kVersionValue && (get(kTpr) & ~0xffu) == 0 &&
-              (get(kLdr) & 0x00ffffffu) == 0 && (get(kDfr) | 0xf0000000u) == 0xffffffffu && (get(kSvr) & ~0x3ffu) == 0 &&
-              (get(kIcrLow) & ~kIcrLowBits) == 0 && (get(kIcrHigh) & 0x00ffffffu) == 0 &&
-              (get(kTimerDivide) & ~0xbu) == 0 && (esr_pending & ~0xffu) == 0 && (get(kEsr) & ~0xffu) == 0 &&
-              (sipi <= 0xff || sipi == 0xffff) && (t.period_ns != 0 || t.expire_ns == UINT64_MAX ||
-                                                   ((get(kLvtTimer) >> 17) & 3) != kTimerPeriodic);
-    for (uint32_t off : kLvts) ok = ok && (get(off) & ~(lvt_bits(off) | (1u << 14))) == 0;
-    if (!ok) return false;
-
-    Guard lock(*this);
-    regs_ = regs;
-    apic_base_ = base;
-    esr_pending_ = esr_pending;
-    timer_ = t;
-    lint_level_[0] = lint0;
-    lint_level_[1] = lint1;
-    nmi_pending_ = nmi;
-    extint_pending_ = extint;
-    init_pending_ = init;
-    sipi_vector_ = sipi == 0xffff ? -1 : sipi;
-    return true;
 }
 
 }  // namespace popek::hv::emu::platform

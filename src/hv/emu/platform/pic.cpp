@@ -126,8 +126,7 @@ void PicPair::eoi_chip(Chip& c, int irq, bool rotate) {
     if (rotate) c.lowest_priority = static_cast<uint8_t>(irq);
 }
 
-void PicPair::write_chip(Chip& c, bool is_master, unsigned a0, uint8_t value) {
-    (void)is_master;
+void PicPair::write_chip(Chip& c, unsigned a0, uint8_t value) {
     if (a0 == 0) {
         if (value & 0x10) {  // ICW1
             // LTIM (bit 3, all levels level-triggered) is not modelled: the ELCR does that on PCs.
@@ -214,9 +213,9 @@ void PicPair::write(uint16_t port, uint8_t value) {
         std::lock_guard lock(mu_);
         switch (port) {
         case 0x20:
-        case 0x21: write_chip(chips_[0], true, port & 1, value); break;
+        case 0x21: write_chip(chips_[0], port & 1, value); break;
         case 0xa0:
-        case 0xa1: write_chip(chips_[1], false, port & 1, value); break;
+        case 0xa1: write_chip(chips_[1], port & 1, value); break;
         case 0x4d0:
         case 0x4d1: {
             Chip& c = chips_[port & 1];

@@ -68,7 +68,7 @@ private:
     int pending_irq(const Chip& c, bool is_master) const;
     void set_line(Chip& c, unsigned pin, bool level);
     void update_cascade();
-    void write_chip(Chip& c, bool is_master, unsigned a0, uint8_t value);
+    void write_chip(Chip& c, unsigned a0, uint8_t value);
     uint8_t read_chip(Chip& c, bool is_master, unsigned a0);
     uint8_t ack_chip(Chip& c, int irq);
     uint8_t poll_chip(Chip& c, bool is_master);
