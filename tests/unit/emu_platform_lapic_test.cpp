@@ -130,6 +130,18 @@ TEST(EmuPlatformLapic, LevelTriggeredEoiCallsBack) {
     EXPECT_EQ(a.read(L::kTmr + 0x10, 0), 0u);
 }
 
+TEST(EmuPlatformLapic, LevelDeassertMessagesCarryNoInterrupt) {
+    Enabled a;
+    InterruptMessage m = fixed(0x40, true);
+    m.assert = false;
+    a.deliver(m);
+    EXPECT_EQ(a.pending_vector(), -1);
+    EXPECT_FALSE(a.has_event());
+    m.assert = true;
+    a.deliver(m);
+    EXPECT_EQ(a.pending_vector(), 0x40);
+}
+
 TEST(EmuPlatformLapic, SoftwareDisable) {
     Lapic a(0, false, kTscHz, kBusHz);  // SVR 0xff at reset: software-disabled
     a.deliver(fixed(0x40));
@@ -502,6 +514,7 @@ TEST(EmuPlatformLapic, SaveRestoreRoundTrip) {
     a.deliver(nmi);
     const auto blob = a.save();
     EXPECT_EQ(blob.size(), 8u + 1024u + 8 + 4 + 32 + 5 + 2);
+    EXPECT_EQ(blob[8 + L::kPpr], 0x80);  // the page carries PPR, as KVM's does
 
     Lapic b(2, false, kTscHz, kBusHz);
     ASSERT_TRUE(b.restore(blob));

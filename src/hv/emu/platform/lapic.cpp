@@ -148,8 +148,9 @@ void Lapic::deliver(const InterruptMessage& msg) {
         switch (msg.delivery_mode) {
         case kFixed:
         case kLowestPriority:
-            // A software-disabled APIC drops fixed interrupts (KVM does too).
-            if (sw_enabled()) accept_vector(msg.vector, msg.level, fx);
+            // A software-disabled APIC drops fixed interrupts (KVM does too);
+            // a level de-assert message carries no interrupt.
+            if (sw_enabled() && !(msg.level && !msg.assert)) accept_vector(msg.vector, msg.level, fx);
             break;
         case kNmi: nmi_pending_ = true; fx.wakeup = true; break;
         case kInit:

@@ -17,7 +17,11 @@ using namespace lapic_detail;
 std::vector<uint8_t> Lapic::save() const {
     std::lock_guard lock(mu_);
     BlobWriter w(kMagic, kBlobVersion);
-    w.bytes(regs_);
+    // PPR is computed, not stored; the saved page carries it as KVM's does.
+    std::array<uint8_t, kPageSize> page = regs_;
+    const uint32_t ppr_value = ppr();
+    std::memcpy(page.data() + kPpr, &ppr_value, 4);
+    w.bytes(page);
     w.u64(apic_base_);
     w.u32(esr_pending_);
     w.u64(timer_.expire_ns);
@@ -64,6 +68,7 @@ bool Lapic::restore(std::span<const uint8_t> blob) {
     for (uint32_t off : kLvts) ok = ok && (get(off) & ~(lvt_bits(off) | (1u << 14))) == 0;
     if (!ok) return false;
 
+    std::memset(regs.data() + kPpr, 0, 4);  // recomputed from TPR and ISR
     Guard lock(*this);
     regs_ = regs;
     apic_base_ = base;
