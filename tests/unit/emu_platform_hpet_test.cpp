@@ -91,6 +91,19 @@ TEST(EmuPlatformHpet, LinuxLegacyPeriodicClockevent) {
     EXPECT_EQ(f.hpet.next_event_ns(), now + 6ull * delta * 10);
 }
 
+TEST(EmuPlatformHpet, TinyPeriodsInterruptAtMostEvery100us) {
+    Fixture f;
+    f.hpet.write(kConfig, 3, 4, 0);
+    f.hpet.write(tconf(0), (1u << 2) | (1u << 3) | (1u << 6), 4, 0);
+    f.hpet.write(tcmp(0), 5, 8, 0);
+    f.hpet.write(tcmp(0), 3, 8, 0);  // a 30 ns period asked
+    EXPECT_EQ(f.hpet.next_event_ns(), 50u);
+    f.hpet.tick(50);
+    // Next: the first whole period at least 10000 ticks on (10002 = 3 * 3334).
+    EXPECT_EQ(f.hpet.next_event_ns(), (5u + 10'002u) * 10);
+    EXPECT_EQ(f.pulses(0), 1u);
+}
+
 TEST(EmuPlatformHpet, OneShot32BitAndThePassedCheck) {
     Fixture f;
     f.hpet.write(kConfig, 3, 4, 0);

@@ -16,6 +16,8 @@ constexpr uint32_t kBlobVersion = 1;
 constexpr uint64_t kNsPerSec = 1'000'000'000;
 constexpr uint64_t kPeriodFs = 1'000'000'000'000'000 / Hpet::kHz;
 
+constexpr uint64_t kMinPeriodTicks = Hpet::kHz / 10'000;  // 100 us
+
 constexpr uint32_t kRegCap = 0x000;
 constexpr uint32_t kRegConfig = 0x010;
 constexpr uint32_t kRegStatus = 0x020;
@@ -91,9 +93,12 @@ void Hpet::advance_periodic(unsigned n, uint64_t counter) {
     const uint64_t diff = (counter - t.comparator) & width_mask;
     const bool passed = narrow ? static_cast<int32_t>(static_cast<uint32_t>(diff)) >= 0 : static_cast<int64_t>(diff) >= 0;
     if (!passed) return;
-    // Missed periods coalesce; the phase is kept.
-    const uint64_t k = diff / t.period + 1;
-    t.comparator = (t.comparator + k * t.period) & width_mask;
+    // Missed periods coalesce; the phase is kept. Interrupts come at most
+    // every 100 us (whole periods are skipped), so a 1-tick period cannot
+    // make the event loop spin.
+    const uint64_t step = t.period * ((kMinPeriodTicks + t.period - 1) / t.period);
+    const uint64_t k = diff / step + 1;
+    t.comparator = (t.comparator + k * step) & width_mask;
 }
 
 void Hpet::arm(unsigned n, uint64_t now_ns) {
