@@ -5,7 +5,8 @@
 //
 // Pure model: time comes in as arguments (now_ns: the guest's monotonic
 // clock; now_tsc: the guest TSC). Thread-safe: every method takes the
-// internal mutex. Callbacks run after the mutex is released, on the calling
+// internal mutex (has_event() and an idle pending_vector() read an atomic
+// instead). Callbacks run after the mutex is released, on the calling
 // thread, so they may call back into this Lapic (a self-IPI does).
 // Callbacks are plain members: set them before the model is shared between
 // threads. Times in save() blobs are guest-clock ns.
@@ -61,7 +62,7 @@ public:
 
     // IA32_APIC_BASE. set_apic_base returns false for values the guest may
     // not write (reserved bits, x2APIC enable): the caller raises #GP.
-    // Clearing the global enable bit resets the APIC's registers.
+    // Clearing the global enable bit resets the APIC's registers (not its id).
     [[nodiscard]] uint64_t apic_base() const;
     [[nodiscard]] bool set_apic_base(uint64_t value);
     // Globally enabled (IA32_APIC_BASE bit 11): only then is the register
@@ -69,9 +70,10 @@ public:
     [[nodiscard]] bool enabled() const;
 
     // 32-bit accesses to the register page (offset 0..0xfff; the caller
-    // splits or rejects other sizes). Reads of write-only or reserved
-    // registers return 0; writes to read-only ones are ignored (ESR "illegal
-    // register address" is set for reserved offsets).
+    // splits or rejects other sizes; nothing is decoded while globally
+    // disabled). Reads of write-only or reserved registers return 0; writes
+    // to read-only ones are ignored (ESR "illegal register address" is set
+    // for reserved offsets). The APIC id is writable, as on hardware.
     uint32_t read(uint32_t offset, uint64_t now_ns);
     void write(uint32_t offset, uint32_t value, uint64_t now_ns);
 
