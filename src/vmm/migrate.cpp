@@ -46,6 +46,16 @@ public:
         return {};
     }
 
+    void set_throttle(uint32_t percent) override {
+        if (!throttle_) {
+            if (percent == 0) return;
+            std::vector<VcpuThread*> vcpus;
+            for (auto& v : m_.vcpus_) vcpus.push_back(v.get());
+            throttle_ = std::make_unique<VcpuThrottle>(std::move(vcpus));
+        }
+        throttle_->set(percent);
+    }
+
     void stop_dirty_log() override {
         (void)m_.vm_->stop_dirty_log();
         m_.memory_.stop_dirty_tracking();
@@ -85,6 +95,7 @@ public:
 private:
     Machine& m_;
     bool paused_here_ = false;
+    std::unique_ptr<VcpuThrottle> throttle_;  // lifted when the source goes
 };
 
 bool Machine::migration_active() {
@@ -129,6 +140,9 @@ Reply Machine::migrate_command(const MigrateCommand& c) {
 
     auto job = std::make_shared<MigrationJob>();
     job->options = migration::MigrateOptions{c.to, c.downtime_ms, c.max_rounds, *codec};
+    job->options.bandwidth = c.bandwidth;
+    job->options.auto_converge = c.auto_converge;
+    job->options.threads = c.threads;
     job->active = true;
     {
         std::lock_guard lock(migration_mu_);
