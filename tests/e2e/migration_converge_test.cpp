@@ -250,5 +250,62 @@ TEST_P(MigrationThreads, ComputeFinishesWithTheUninterruptedChecksum) {
 
 INSTANTIATE_TEST_SUITE_P(OneAndFour, MigrationThreads, ::testing::Values(1, 4));
 
+// A writable disk on a shared path changes hands at the switch: the source
+// drains and flushes at stop-and-copy and lets its lock go after the commit,
+// the destination locks it at activation. blk-test writing across the
+// migration leaves the image exactly as an uninterrupted run does, and
+// nobody else can open the image for writing on either side meanwhile.
+void fill_image(const std::string& path) {
+    std::vector<uint8_t> junk(4u << 20);
+    for (size_t i = 0; i < junk.size(); ++i) junk[i] = static_cast<uint8_t>((i * 2654435761u) >> 11);
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(junk.data()), static_cast<std::streamsize>(junk.size()));
+}
+
+ProcessResult second_user(const std::string& image) {
+    return run_process({POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", "blk-test", "--memory", "32M", "--disk",
+                        image},
+                       30s);
+}
+
+TEST(MigrationConverge, AWritableDiskChangesHandsAndEndsAsAnUninterruptedRunLeavesIt) {
+    constexpr const char* kWork = "blk-test 300";  // ~3 s of write, flush, read back
+    const std::string done = "PROBE-DONE blk-test written=65536 fnv=c522ce675aa22325";
+    TempDir tmp;
+    const std::string ref_img = tmp.path("ref.img"), img = tmp.path("mig.img");
+    fill_image(ref_img);
+    fill_image(img);
+    auto ref = run_process({POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", kWork, "--memory", "64M", "--disk",
+                            ref_img},
+                           120s);
+    ASSERT_EQ(ref.exit_code, 0) << ref.err;
+    ASSERT_NE(ref.out.find(done), std::string::npos) << ref.out;
+
+    Pair p(kWork, "64M", {"--disk", img});
+    ASSERT_TRUE(file_has(p.src_out, "PROBE-BLK capacity=", 30s)) << p.source->err();
+    // The source holds the image: a second VM is refused in one line.
+    auto second = second_user(img);
+    EXPECT_EQ(second.exit_code, 2) << second.err;  // a configuration that cannot start
+    EXPECT_NE(second.err.find("is locked by another process"), std::string::npos) << second.err;
+    EXPECT_EQ(lines(second.err).size(), 1u) << second.err;
+
+    auto m = p.migrate({});
+    ASSERT_EQ(m.exit_code, 0) << m.out << m.err;
+    EXPECT_TRUE(report_of(m).value("digest_match", false)) << m.out;
+    EXPECT_EQ(p.source->finish(60s).exit_code, 0);
+    EXPECT_EQ(read_file(p.src_out).find("PROBE-DONE"), std::string::npos) << "the source must not finish the work";
+    // The destination holds it now.
+    if (read_file(p.dst_out).find("PROBE-DONE") == std::string::npos) {
+        auto third = second_user(img);
+        EXPECT_EQ(third.exit_code, 2) << third.err;
+        EXPECT_NE(third.err.find("is locked by another process"), std::string::npos) << third.err;
+    }
+    auto dst = p.dest->finish(120s);
+    ASSERT_EQ(dst.exit_code, 0) << dst.err;
+    EXPECT_NE(read_file(p.dst_out).find(done), std::string::npos) << read_file(p.dst_out);
+    EXPECT_NE(dst.err.find("popek: migration: activation"), std::string::npos) << dst.err;
+    EXPECT_TRUE(read_file(img) == read_file(ref_img)) << "the migrated image differs from the uninterrupted run's";
+}
+
 }  // namespace
 }  // namespace popek::test
