@@ -399,6 +399,9 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
 
     out.set_caching(true);
     double bytes_per_page = static_cast<double>(out.bytes()) / static_cast<double>(std::max<uint64_t>(out.pages(), 1));
+    // Where encoding, not the link, is the bottleneck (compression on a busy
+    // host), the time a page took is the better measure than its bytes.
+    double ms_per_page = ms / static_cast<double>(std::max<uint64_t>(out.pages(), 1));
     uint64_t last_sent_bytes = out.bytes();
     for (uint32_t round = 1;; ++round) {
         if (cancel.load()) return Error{"cancelled"};
@@ -408,7 +411,8 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
         // downtime limit at the measured rate (never above the cap)?
         double rate = mbps * (1 << 20);
         if (opt.bandwidth != 0) rate = std::min(rate, static_cast<double>(opt.bandwidth));
-        const double pages_ms = static_cast<double>(dirty) * bytes_per_page / std::max(rate, 1.0) * 1000.0;
+        const double pages_ms = static_cast<double>(dirty) *
+                                std::max(bytes_per_page / std::max(rate, 1.0) * 1000.0, ms_per_page);
         const double est_ms = pages_ms + fixed.total();
         progress.update(round, dirty, mbps, out.bytes(), out.pages());
         progress.update_extra(pages, throttle, est_ms);
@@ -443,6 +447,7 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
         last_sent_bytes = sent;
         mbps = static_cast<double>(sent) / (1 << 20) / std::max(ms / 1000.0, 1e-6);
         bytes_per_page = static_cast<double>(sent) / static_cast<double>(std::max<uint64_t>(dirty, 1));
+        ms_per_page = ms / static_cast<double>(std::max<uint64_t>(dirty, 1));
         rounds.push_back({{"round", round}, {"pages", dirty}, {"ms", ms}, {"bytes", sent}, {"mbps", mbps},
                           {"throttle", throttle}});
         log_phase("precopy", "round " + std::to_string(round) + ": " + std::to_string(dirty) + " pages in " +
