@@ -315,7 +315,9 @@ namespace {
 struct FixedCosts {
     double rtt_ms = 0;
     double digest_ms = 0;
-    static constexpr double kStateAndBuildMs = 20;  // the destination's build, measured ~20-30 ms here (KVM-PVM); see docs/ARCHITECTURE.md
+    // Pausing, the state tree and the destination's build: ~20-30 ms measured
+    // on KVM-PVM (docs/ARCHITECTURE.md).
+    static constexpr double kStateAndBuildMs = 20;
     [[nodiscard]] double total() const { return rtt_ms + 2 * digest_ms + kStateAndBuildMs; }
 };
 
