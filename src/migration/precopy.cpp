@@ -39,7 +39,9 @@ constexpr int kReplyTimeoutMs = 60000;
 class RateLimiter {
 public:
     explicit RateLimiter(uint64_t bytes_per_second)
-        : rate_(static_cast<double>(bytes_per_second)), burst_(std::max(rate_ / 50.0, 2.0 * static_cast<double>(kPagesFrameTarget + kFrameHeaderSize))), tokens_(burst_) {}
+        : rate_(static_cast<double>(bytes_per_second)),
+          burst_(std::max(rate_ / 50.0, 2.0 * static_cast<double>(kPagesFrameTarget + kFrameHeaderSize))),
+          tokens_(burst_) {}
     [[nodiscard]] bool limited() const { return rate_ > 0; }
     Result<void> take(uint64_t bytes, const std::atomic<bool>& cancel) {
         if (rate_ <= 0) return {};
@@ -365,11 +367,11 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
     });
     if (!pass.ok()) return pass.error();
     out.on_frame([&](uint64_t bytes, uint64_t sent) {
-        const double s_ = std::max(ms_between(t_pass, Clock::now()) / 1000.0, 1e-6);
-        const double mbps_now = static_cast<double>(bytes) / (1 << 20) / s_;
+        const double secs = std::max(ms_between(t_pass, Clock::now()) / 1000.0, 1e-6);
+        const double mbps_now = static_cast<double>(bytes) / (1 << 20) / secs;
         const double left = static_cast<double>(candidates.size() - std::min<uint64_t>(sent, candidates.size()));
         progress.update(0, static_cast<uint64_t>(left), mbps_now, bytes, sent);
-        progress.update_extra(pages, throttle, sent == 0 ? -1.0 : left * s_ * 1000.0 / static_cast<double>(sent));
+        progress.update_extra(pages, throttle, sent == 0 ? -1.0 : left * secs * 1000.0 / static_cast<double>(sent));
     });
     POPEK_TRY(out.send_pages(candidates, true));
     const uint64_t skipped = pages - (candidates.size() - out.zero_skipped());
@@ -440,8 +442,8 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
         const auto t_round = Clock::now();
         const uint64_t bytes0 = out.bytes();
         out.on_frame([&](uint64_t bytes, uint64_t) {
-            const double s_ = std::max(ms_between(t_round, Clock::now()) / 1000.0, 1e-6);
-            progress.update(round, dirty, static_cast<double>(bytes - bytes0) / (1 << 20) / s_, bytes, out.pages());
+            const double secs = std::max(ms_between(t_round, Clock::now()) / 1000.0, 1e-6);
+            progress.update(round, dirty, static_cast<double>(bytes - bytes0) / (1 << 20) / secs, bytes, out.pages());
         });
         POPEK_TRY(send_dirty(out, bits, pages));
         ms = ms_between(t_round, Clock::now());
