@@ -271,17 +271,16 @@ ProcessResult second_user(const std::string& image) {
 }
 
 TEST(MigrationConverge, AWritableDiskChangesHandsAndEndsAsAnUninterruptedRunLeavesIt) {
-    constexpr const char* kWork = "blk-test 300";  // ~3 s of write, flush, read back
+    // Long enough that the switch lands mid-work on a quiet host (~1 ms a
+    // round) and short enough on a busy one (~10 ms a round).
+    constexpr const char* kWork = "blk-test 800";
     const std::string done = "PROBE-DONE blk-test written=65536 fnv=c522ce675aa22325";
     TempDir tmp;
     const std::string ref_img = tmp.path("ref.img"), img = tmp.path("mig.img");
     fill_image(ref_img);
     fill_image(img);
-    auto ref = run_process({POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", kWork, "--memory", "64M", "--disk",
-                            ref_img},
-                           120s);
-    ASSERT_EQ(ref.exit_code, 0) << ref.err;
-    ASSERT_NE(ref.out.find(done), std::string::npos) << ref.out;
+    // The uninterrupted run, alongside.
+    Child ref({POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", kWork, "--memory", "64M", "--disk", ref_img});
 
     Pair p(kWork, "64M", {"--disk", img});
     ASSERT_TRUE(file_has(p.src_out, "PROBE-BLK capacity=", 30s)) << p.source->err();
@@ -306,6 +305,9 @@ TEST(MigrationConverge, AWritableDiskChangesHandsAndEndsAsAnUninterruptedRunLeav
     ASSERT_EQ(dst.exit_code, 0) << dst.err;
     EXPECT_NE(read_file(p.dst_out).find(done), std::string::npos) << read_file(p.dst_out);
     EXPECT_NE(dst.err.find("popek: migration: activation"), std::string::npos) << dst.err;
+    auto r = ref.finish(120s);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ASSERT_NE(r.out.find(done), std::string::npos) << r.out;
     EXPECT_TRUE(read_file(img) == read_file(ref_img)) << "the migrated image differs from the uninterrupted run's";
 }
 
