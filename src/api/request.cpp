@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "migration/compress/codec.hpp"
+#include "migration/precopy.hpp"
 #include "migration/stream.hpp"
 
 namespace popek::api {
@@ -91,7 +92,9 @@ ParsedRequest parse_snapshot(const json* body) {
 
 ParsedRequest parse_migrate(const json* body) {
     vmm::MigrateCommand c;
-    if (auto e = only_fields(*body, {"to", "downtime_ms", "max_rounds", "compress"})) return *e;
+    if (auto e = only_fields(*body, {"to", "downtime_ms", "max_rounds", "compress", "bandwidth", "auto_converge",
+                                     "threads"}))
+        return *e;
     auto to = body->find("to");
     if (to == body->end() || !to->is_string()) return bad_request("field \"to\" must be a string tcp:HOST:PORT");
     c.to = to->get<std::string>();
@@ -104,6 +107,21 @@ ParsedRequest parse_migrate(const json* body) {
         if (auto codec = migration::compress::parse_codec(c.compress); !codec)
             return bad_request("field \"compress\": " + printable(codec.error().message));
     }
+    if (auto it = body->find("bandwidth"); it != body->end()) {
+        // A number of bytes per second, or a string like "100M".
+        auto bw = it->is_number_unsigned() ? migration::parse_bandwidth(std::to_string(it->get<uint64_t>()))
+                  : it->is_string()        ? migration::parse_bandwidth(it->get<std::string>())
+                                           : base::Result<uint64_t>(base::Error{"must be bytes per second"});
+        if (!bw) return bad_request("field \"bandwidth\": " + printable(bw.error().message));
+        c.bandwidth = *bw;
+    }
+    if (auto it = body->find("auto_converge"); it != body->end()) {
+        if (!it->is_boolean()) return bad_request("field \"auto_converge\" must be true or false");
+        c.auto_converge = it->get<bool>();
+    }
+    if (auto e = read_u32(*body, "threads", c.threads)) return *e;
+    if (c.threads < 1 || c.threads > migration::kMaxThreads)
+        return bad_request("field \"threads\" must be 1 to " + std::to_string(migration::kMaxThreads));
     return vmm::Command{std::move(c)};
 }
 

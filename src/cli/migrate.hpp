@@ -1,6 +1,7 @@
 // `popek migrate --api-sock PATH --to tcp:HOST:PORT [...]`: starts a live
-// migration through the API, prints its progress on one line and the final
-// JSON report.
+// migration through the API, shows its progress on stderr (one line redrawn
+// in place on a terminal, a line a second otherwise) and prints the final
+// JSON report on stdout.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -14,6 +15,9 @@ struct MigrateOptions {
     uint32_t downtime_ms = 300;
     uint32_t max_rounds = 30;
     std::string compress = "none";
+    std::string bandwidth;  // "" = unlimited; else like 100M
+    bool auto_converge = false;
+    uint32_t threads = 2;
 };
 
 CLI::App* add_migrate_command(CLI::App& app, MigrateOptions& options);

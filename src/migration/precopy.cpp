@@ -9,7 +9,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include "migration/compress/context.hpp"
 #include "migration/memory_file.hpp"
@@ -29,55 +32,169 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 constexpr int kReplyTimeoutMs = 60000;
 
-// Encodes pages into Pages frames of about kPagesFrameTarget bytes.
+// A token bucket: at most `rate` bytes per second on average, bursts of up
+// to 20 ms worth (at least two frames), so a round's measured rate stays
+// near the limit even after the idle time between rounds. take() sleeps (in slices, so a cancel is
+// seen) until the bytes fit.
+class RateLimiter {
+public:
+    explicit RateLimiter(uint64_t bytes_per_second)
+        : rate_(static_cast<double>(bytes_per_second)),
+          burst_(std::max(rate_ / 50.0, 2.0 * static_cast<double>(kPagesFrameTarget + kFrameHeaderSize))),
+          tokens_(burst_) {}
+    [[nodiscard]] bool limited() const { return rate_ > 0; }
+    Result<void> take(uint64_t bytes, const std::atomic<bool>& cancel) {
+        if (rate_ <= 0) return {};
+        refill();
+        tokens_ -= static_cast<double>(bytes);
+        while (tokens_ < 0) {
+            if (cancel.load()) return Error{"cancelled"};
+            const double wait_s = std::min(-tokens_ / rate_, 0.05);
+            std::this_thread::sleep_for(std::chrono::duration<double>(wait_s));
+            refill();
+        }
+        return {};
+    }
+
+private:
+    void refill() {
+        const auto now = Clock::now();
+        tokens_ = std::min(burst_, tokens_ + std::chrono::duration<double>(now - last_).count() * rate_);
+        last_ = now;
+    }
+    double rate_;
+    double burst_;
+    double tokens_;
+    Clock::time_point last_ = Clock::now();
+};
+
+// Encodes pages into Pages frames of about kPagesFrameTarget bytes, on
+// `threads` lanes in parallel. A lane owns the XBZRLE cache stripes
+// s % threads == lane (compress/page_cache.hpp) and every page in them, and
+// sends its frames in its own order: the receiver's one striped cache then
+// sees each stripe's inserts in the sender's order, however the lanes'
+// frames interleave.
 class PageSender {
 public:
-    PageSender(Connection& conn, const memory::GuestMemory& mem, compress::Codec codec, uint64_t cache_pages)
-        : conn_(conn), mem_(mem), codec_(codec),
-          ctx_(compress::CodecOptions{.cache_pages = cache_pages, .cache_sent_pages = false}) {
-        batch_.reserve(kPagesFrameTarget + compress::kMaxRecordSize + 8);
+    PageSender(Connection& conn, const memory::GuestMemory& mem, compress::Codec codec, uint64_t cache_pages,
+               uint32_t threads, uint64_t bandwidth, const std::atomic<bool>& cancel)
+        : conn_(conn), mem_(mem), codec_(codec), limiter_(bandwidth), cancel_(cancel) {
+        threads = std::clamp<uint32_t>(threads, 1, kMaxThreads);
+        for (uint32_t i = 0; i < threads; ++i) {
+            lanes_.push_back(std::make_unique<Lane>(compress::CodecOptions{
+                .cache_pages = cache_pages, .cache_stripes = compress::kMigrationStripes, .cache_sent_pages = false}));
+            lanes_.back()->batch.reserve(kPagesFrameTarget + compress::kMaxRecordSize + 8);
+        }
     }
     void set_caching(bool on) {
         const bool xbzrle = codec_ == compress::Codec::Xbzrle || codec_ == compress::Codec::Auto;
-        ctx_.set_cache_sent_pages(on && xbzrle);
+        for (auto& l : lanes_) l->ctx.set_cache_sent_pages(on && xbzrle);
     }
-    Result<void> send_page(uint64_t index) {
-        // A private copy: the guest may write the page while it is encoded,
-        // and the record's check must match what the destination decodes.
-        // (The write is in the dirty log; the page goes again next round.)
-        std::memcpy(page_.data(), base() + index * compress::kPageSize, compress::kPageSize);
-        for (int i = 0; i < 8; ++i) batch_.push_back(static_cast<uint8_t>(index >> (8 * i)));
-        compress::encode_page(codec_, index, compress::ConstPage(page_), ctx_, batch_);
-        ++pages_;
-        if (batch_.size() >= kPagesFrameTarget) return flush();
-        return {};
-    }
-    Result<void> flush() {
-        if (batch_.empty()) return {};
-        POPEK_TRY(conn_.send(FrameType::Pages, batch_));
-        bytes_ += batch_.size() + kFrameHeaderSize;
-        batch_.clear();
+    // Called (under the send lock) after each Pages frame: bytes and pages so far.
+    void on_frame(std::function<void(uint64_t, uint64_t)> fn) { on_frame_ = std::move(fn); }
+
+    // Sends the pages of `indices` (ascending); with `skip_zero`, zero pages
+    // are left out (counted in zero_skipped()). Flushes every lane.
+    Result<void> send_pages(const std::vector<uint64_t>& indices, bool skip_zero) {
+        const size_t n = lanes_.size();
+        std::atomic<bool> failed{false};
+        std::vector<Result<void>> results(n, Result<void>{});
+        auto work = [&](size_t lane) {
+            Lane& l = *lanes_[lane];
+            auto r = [&]() -> Result<void> {
+                for (uint64_t index : indices) {
+                    if (n > 1 && lane_of(index) != lane) continue;
+                    if (cancel_.load() || failed.load()) return Error{"cancelled"};
+                    const uint8_t* src = base() + index * compress::kPageSize;
+                    if (skip_zero && is_zero_page(src)) {
+                        zero_skipped_.fetch_add(1, std::memory_order_relaxed);
+                        continue;
+                    }
+                    POPEK_TRY(encode(l, index, src));
+                }
+                return ship(l);
+            }();
+            if (!r.ok()) failed = true;
+            results[lane] = std::move(r);
+        };
+        std::vector<std::thread> helpers;
+        for (size_t lane = 1; lane < n; ++lane) helpers.emplace_back(work, lane);
+        work(0);
+        for (auto& t : helpers) t.join();
+        for (auto& r : results)
+            if (!r.ok() && r.error().message != "cancelled") return r.error();
+        for (auto& r : results)
+            if (!r.ok()) return r.error();
         return {};
     }
     Result<void> send_json(FrameType t, const json& j) {
         auto frame = encode_json_frame(t, j);
+        std::lock_guard lock(send_mu_);
+        POPEK_TRY(limiter_.take(frame.size(), cancel_));
         bytes_ += frame.size();
         return conn_.send_raw(frame);
     }
-    [[nodiscard]] uint64_t bytes() const { return bytes_; }
-    [[nodiscard]] uint64_t pages() const { return pages_; }
-    [[nodiscard]] const compress::CodecStats& stats() const { return ctx_.stats(); }
+    [[nodiscard]] uint64_t bytes() const { return bytes_.load(); }
+    [[nodiscard]] uint64_t pages() const { return pages_.load(); }
+    [[nodiscard]] uint64_t zero_skipped() const { return zero_skipped_.load(); }
+    [[nodiscard]] uint32_t threads() const { return static_cast<uint32_t>(lanes_.size()); }
+    [[nodiscard]] compress::CodecStats stats() const {
+        compress::CodecStats sum;
+        for (const auto& l : lanes_)
+            for (size_t c = 0; c < sum.pages.size(); ++c) {
+                sum.pages[c] += l->ctx.stats().pages[c];
+                sum.bytes[c] += l->ctx.stats().bytes[c];
+            }
+        return sum;
+    }
 
 private:
+    struct Lane {
+        explicit Lane(compress::CodecOptions o) : ctx(o) {}
+        compress::CodecContext ctx;
+        std::vector<uint8_t> batch;
+        uint64_t batch_pages = 0;
+        alignas(64) std::array<uint8_t, compress::kPageSize> page{};
+    };
+    size_t lane_of(uint64_t index) const {
+        return compress::PageCache::stripe_of(index, compress::kMigrationStripes) % lanes_.size();
+    }
     const uint8_t* base() const { return mem_.regions().front().host; }
+    Result<void> encode(Lane& l, uint64_t index, const uint8_t* src) {
+        // A private copy: the guest may write the page while it is encoded,
+        // and the record's check must match what the destination decodes.
+        // (The write is in the dirty log; the page goes again next round.)
+        std::memcpy(l.page.data(), src, compress::kPageSize);
+        for (int i = 0; i < 8; ++i) l.batch.push_back(static_cast<uint8_t>(index >> (8 * i)));
+        compress::encode_page(codec_, index, compress::ConstPage(l.page), l.ctx, l.batch);
+        ++l.batch_pages;
+        if (l.batch.size() >= kPagesFrameTarget) return ship(l);
+        return {};
+    }
+    Result<void> ship(Lane& l) {
+        if (l.batch.empty()) return {};
+        std::lock_guard lock(send_mu_);
+        POPEK_TRY(limiter_.take(l.batch.size() + kFrameHeaderSize, cancel_));
+        POPEK_TRY(conn_.send(FrameType::Pages, l.batch));
+        bytes_ += l.batch.size() + kFrameHeaderSize;
+        pages_ += l.batch_pages;
+        l.batch.clear();
+        l.batch_pages = 0;
+        if (on_frame_) on_frame_(bytes_.load(), pages_.load());
+        return {};
+    }
+
     Connection& conn_;
     const memory::GuestMemory& mem_;
     compress::Codec codec_;
-    compress::CodecContext ctx_;
-    std::vector<uint8_t> batch_;
-    alignas(64) std::array<uint8_t, compress::kPageSize> page_{};
-    uint64_t bytes_ = 0;
-    uint64_t pages_ = 0;
+    std::vector<std::unique_ptr<Lane>> lanes_;
+    std::mutex send_mu_;  // one frame at a time on the connection; guards limiter_
+    RateLimiter limiter_;
+    const std::atomic<bool>& cancel_;
+    std::function<void(uint64_t, uint64_t)> on_frame_;
+    std::atomic<uint64_t> bytes_{0};
+    std::atomic<uint64_t> pages_{0};
+    std::atomic<uint64_t> zero_skipped_{0};
 };
 
 uint64_t count_bits(const std::vector<uint64_t>& bits) {
@@ -87,16 +204,18 @@ uint64_t count_bits(const std::vector<uint64_t>& bits) {
 }
 
 Result<void> send_dirty(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages) {
+    std::vector<uint64_t> indices;
+    indices.reserve(count_bits(bits));
     for (size_t w = 0; w < bits.size(); ++w) {
         uint64_t word = bits[w];
         while (word != 0) {
             const uint64_t index = w * 64 + static_cast<uint64_t>(std::countr_zero(word));
             word &= word - 1;
-            if (index < pages) POPEK_TRY(out.send_page(index));
+            if (index < pages) indices.push_back(index);
         }
         bits[w] = 0;
     }
-    return out.flush();
+    return out.send_pages(indices, false);
 }
 
 Result<json> expect_reply(Connection& conn, const char* what) {
@@ -114,6 +233,33 @@ Result<json> expect_reply(Connection& conn, const char* what) {
 }
 
 }  // namespace
+
+Result<uint64_t> parse_bandwidth(const std::string& text) {
+    const auto bad = [&](const std::string& why) {
+        return Error{"bandwidth '" + text + "': " + why + " (expected bytes per second like 250000, 512K, 100M or 1G)"};
+    };
+    std::string t = text;
+    for (const char* tail : {"/s", "B", "b"})
+        if (t.size() > std::strlen(tail) && t.ends_with(tail)) t.resize(t.size() - std::strlen(tail));
+    if (t.empty()) return bad("empty");
+    uint64_t mult = 1;
+    switch (t.back()) {
+        case 'k': case 'K': mult = 1ull << 10; break;
+        case 'm': case 'M': mult = 1ull << 20; break;
+        case 'g': case 'G': mult = 1ull << 30; break;
+        case 't': case 'T': mult = 1ull << 40; break;
+        default: break;
+    }
+    if (mult != 1) t.pop_back();
+    if (t.empty() || t.size() > 12 || !std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return bad("not a whole number with an optional K, M, G or T");
+    const uint64_t v = std::stoull(t);
+    if (v == 0) return bad("must be more than 0 (leave the option out for no limit)");
+    if (v > (UINT64_MAX >> 1) / mult) return bad("too large");
+    const uint64_t bps = v * mult;
+    if (bps < 65536) return bad("below 64K per second");
+    return bps;
+}
 
 void log_phase(const std::string& phase, const std::string& detail) {
     std::fprintf(stderr, "popek: migration: %s%s%s\n", phase.c_str(), detail.empty() ? "" : " ", detail.c_str());
@@ -133,6 +279,12 @@ void MigrationProgress::update(uint32_t round, uint64_t dirty, double mbps, uint
     s_.bytes_sent = bytes;
     s_.pages_sent = pages;
 }
+void MigrationProgress::update_extra(uint64_t guest_pages, uint32_t throttle, double remaining_ms) {
+    std::lock_guard lock(mu_);
+    s_.guest_pages = guest_pages;
+    s_.throttle = throttle;
+    s_.remaining_ms = remaining_ms;
+}
 void MigrationProgress::finish(bool ok, const std::string& error, json report) {
     std::lock_guard lock(mu_);
     s_.phase = ok ? "completed" : "failed";
@@ -146,7 +298,8 @@ MigrationProgress::Snapshot MigrationProgress::get() const {
 json MigrationProgress::to_json() const {
     const Snapshot s = get();
     json j{{"phase", s.phase},         {"round", s.round},           {"dirty_pages", s.dirty_pages},
-           {"bandwidth_mbps", s.bandwidth_mbps}, {"bytes_sent", s.bytes_sent}, {"pages_sent", s.pages_sent}};
+           {"bandwidth_mbps", s.bandwidth_mbps}, {"bytes_sent", s.bytes_sent}, {"pages_sent", s.pages_sent},
+           {"guest_pages", s.guest_pages}, {"throttle", s.throttle}, {"remaining_ms", s.remaining_ms}};
     if (!s.error.empty()) j["error"] = s.error;
     if (!s.report.is_null()) j["report"] = s.report;
     return j;
@@ -155,6 +308,20 @@ json MigrationProgress::to_json() const {
 // ---- the source ---------------------------------------------------------------
 
 namespace {
+
+// Fixed costs of the switch that do not depend on the dirty set, learned
+// from the first phases: the destination's reply time to the reservation
+// (a round trip plus its allocation), one digest of guest RAM (both ends
+// compute one) and a guess for pausing, saving the state tree and the
+// destination's build. The downtime rule adds them to the pages' time.
+struct FixedCosts {
+    double rtt_ms = 0;
+    double digest_ms = 0;
+    // Pausing, the state tree and the destination's build: ~20-30 ms measured
+    // on KVM-PVM (docs/ARCHITECTURE.md).
+    static constexpr double kStateAndBuildMs = 20;
+    [[nodiscard]] double total() const { return rtt_ms + 2 * digest_ms + kStateAndBuildMs; }
+};
 
 struct Sender {
     Sender(MigrationSource& s, Connection& c, const MigrateOptions& o, MigrationProgress& p, const std::atomic<bool>& k)
@@ -167,68 +334,133 @@ struct Sender {
     Clock::time_point t0 = Clock::now();
     json rounds = json::array();
     bool paused = false;
+    bool converged = false;
     double downtime_ms = 0;
+    uint32_t throttle = 0;
+    FixedCosts fixed;
 
     Result<json> run();
     Result<void> precopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages);
+    // Auto-converge: one throttle step up (initial, then + increment).
+    void throttle_up(uint32_t round, double dirty_ratio);
 };
+
+void Sender::throttle_up(uint32_t round, double dirty_ratio) {
+    const uint32_t next = throttle == 0 ? opt.throttle_initial
+                                        : std::min(opt.throttle_max, throttle + opt.throttle_increment);
+    if (next == throttle) return;
+    throttle = std::min(next, 99u);
+    src.set_throttle(throttle);
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "round %u: dirtied %.0f%% of what it sent; vCPUs throttled to %u%%", round,
+                  dirty_ratio * 100, throttle);
+    log_phase("auto-converge", buf);
+}
 
 Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages) {
     const auto t_pass = Clock::now();
     // The destination's RAM starts zeroed: holes and zero pages need not go.
-    const uint8_t* base = src.memory().regions().front().host;
-    uint64_t nonzero = 0;
+    std::vector<uint64_t> candidates;
     auto pass = for_each_data_range(src.memory(), [&](uint64_t start, uint64_t end) -> Result<void> {
-        for (uint64_t off = start; off < end; off += compress::kPageSize) {
-            if (cancel.load()) return Error{"cancelled"};
-            if (is_zero_page(base + off)) continue;
-            POPEK_TRY(out.send_page(off / compress::kPageSize));
-            if ((++nonzero & 0xfff) == 0) progress.update(0, pages - nonzero, 0, out.bytes(), out.pages());
-        }
+        for (uint64_t off = start; off < end; off += compress::kPageSize) candidates.push_back(off / compress::kPageSize);
         return {};
     });
     if (!pass.ok()) return pass.error();
-    const uint64_t skipped = pages - nonzero;
-    POPEK_TRY(out.flush());
+    out.on_frame([&](uint64_t bytes, uint64_t sent) {
+        const double secs = std::max(ms_between(t_pass, Clock::now()) / 1000.0, 1e-6);
+        const double mbps_now = static_cast<double>(bytes) / (1 << 20) / secs;
+        const double left = static_cast<double>(candidates.size() - std::min<uint64_t>(sent, candidates.size()));
+        progress.update(0, static_cast<uint64_t>(left), mbps_now, bytes, sent);
+        progress.update_extra(pages, throttle, sent == 0 ? -1.0 : left * secs * 1000.0 / static_cast<double>(sent));
+    });
+    POPEK_TRY(out.send_pages(candidates, true));
+    const uint64_t skipped = pages - (candidates.size() - out.zero_skipped());
     double ms = ms_between(t_pass, Clock::now());
     double mbps = static_cast<double>(out.bytes()) / (1 << 20) / std::max(ms / 1000.0, 1e-6);
     rounds.push_back({{"round", 0}, {"pages", pages - skipped}, {"zero_pages_skipped", skipped}, {"ms", ms},
-                      {"bytes", out.bytes()}, {"mbps", mbps}});
+                      {"bytes", out.bytes()}, {"mbps", mbps}, {"throttle", throttle}});
     log_phase("precopy", "round 0 (full pass): " + std::to_string(pages - skipped) + " pages (" +
                              std::to_string(skipped) + " zero skipped) in " + std::to_string(static_cast<int>(ms)) +
-                             " ms, " + std::to_string(static_cast<int>(mbps)) + " MiB/s");
+                             " ms, " + std::to_string(static_cast<int>(mbps)) + " MiB/s, " +
+                             std::to_string(out.threads()) + " threads");
     POPEK_TRY(out.send_json(FrameType::RoundEnd, json{{"round", 0}, {"pages", pages - skipped}}));
+
+    // Digests now, while the guest runs: what the switch will cost twice.
+    // The faster of two, as the first may pay for cold caches or a busy host.
+    for (int i = 0; i < 2; ++i) {
+        const auto t_digest = Clock::now();
+        POPEK_TRY(memory_digest(src.memory()));
+        const double d = ms_between(t_digest, Clock::now());
+        fixed.digest_ms = i == 0 ? d : std::min(fixed.digest_ms, d);
+    }
+    log_phase("precopy", "fixed cost of the switch ~" + std::to_string(static_cast<int>(fixed.total())) +
+                             " ms (reply " + std::to_string(static_cast<int>(fixed.rtt_ms)) + " ms, digest " +
+                             std::to_string(static_cast<int>(fixed.digest_ms)) + " ms x2, state and build ~" +
+                             std::to_string(static_cast<int>(FixedCosts::kStateAndBuildMs)) + " ms)");
+    if (fixed.total() >= opt.downtime_ms)
+        log_phase("precopy", "the fixed cost alone exceeds --downtime-ms " + std::to_string(opt.downtime_ms) +
+                                 ": only the round cap ends pre-copy");
 
     out.set_caching(true);
     double bytes_per_page = static_cast<double>(out.bytes()) / static_cast<double>(std::max<uint64_t>(out.pages(), 1));
+    // Where encoding, not the link, is the bottleneck (compression on a busy
+    // host), the time a page took is the better measure than its bytes.
+    double ms_per_page = ms / static_cast<double>(std::max<uint64_t>(out.pages(), 1));
+    uint64_t last_sent_bytes = out.bytes();
     for (uint32_t round = 1;; ++round) {
         if (cancel.load()) return Error{"cancelled"};
         POPEK_TRY(src.fetch_dirty(bits));
         const uint64_t dirty = count_bits(bits);
-        // Would the dirty set go within the downtime limit at the measured rate?
-        const double est_ms = static_cast<double>(dirty) * bytes_per_page / (mbps * (1 << 20)) * 1000.0;
+        // Would the dirty set, plus the switch's fixed cost, go within the
+        // downtime limit at the measured rate (never above the cap)?
+        double rate = mbps * (1 << 20);
+        if (opt.bandwidth != 0) rate = std::min(rate, static_cast<double>(opt.bandwidth));
+        const double pages_ms = static_cast<double>(dirty) *
+                                std::max(bytes_per_page / std::max(rate, 1.0) * 1000.0, ms_per_page);
+        const double est_ms = pages_ms + fixed.total();
         progress.update(round, dirty, mbps, out.bytes(), out.pages());
-        if (est_ms <= opt.downtime_ms || round > opt.max_rounds) {
+        progress.update_extra(pages, throttle, est_ms);
+        // When the fixed cost alone is over the limit, rounds stop paying
+        // off once the pages are a small part of the switch.
+        const bool futile = fixed.total() > opt.downtime_ms && pages_ms < 0.1 * fixed.total();
+        if (est_ms <= opt.downtime_ms || round > opt.max_rounds || futile) {
+            converged = est_ms <= opt.downtime_ms;
             log_phase("precopy", "converged after " + std::to_string(round - 1) + " dirty rounds: " +
                                      std::to_string(dirty) + " dirty pages, ~" +
-                                     std::to_string(static_cast<int>(est_ms)) + " ms to send" +
-                                     (round > opt.max_rounds ? " (round cap reached)" : ""));
+                                     std::to_string(static_cast<int>(est_ms)) + " ms to switch" +
+                                     (converged ? ""
+                                      : futile  ? " (over the limit, but more rounds would not help)"
+                                                : " (round cap reached)"));
             // They go in stop-and-copy, with whatever is dirtied meanwhile.
             break;
         }
+        // Auto-converge: the guest dirtied, during the last round, more than
+        // half of what the link carried in it (QEMU's rule): one step up.
+        const double dirty_ratio =
+            static_cast<double>(dirty) * bytes_per_page / static_cast<double>(std::max<uint64_t>(last_sent_bytes, 1));
+        if (opt.auto_converge && dirty_ratio > 0.5) throttle_up(round, dirty_ratio);
         const auto t_round = Clock::now();
         const uint64_t bytes0 = out.bytes();
+        out.on_frame([&](uint64_t bytes, uint64_t) {
+            const double secs = std::max(ms_between(t_round, Clock::now()) / 1000.0, 1e-6);
+            progress.update(round, dirty, static_cast<double>(bytes - bytes0) / (1 << 20) / secs, bytes, out.pages());
+        });
         POPEK_TRY(send_dirty(out, bits, pages));
         ms = ms_between(t_round, Clock::now());
         const uint64_t sent = out.bytes() - bytes0;
+        last_sent_bytes = sent;
         mbps = static_cast<double>(sent) / (1 << 20) / std::max(ms / 1000.0, 1e-6);
         bytes_per_page = static_cast<double>(sent) / static_cast<double>(std::max<uint64_t>(dirty, 1));
-        rounds.push_back({{"round", round}, {"pages", dirty}, {"ms", ms}, {"bytes", sent}, {"mbps", mbps}});
+        ms_per_page = ms / static_cast<double>(std::max<uint64_t>(dirty, 1));
+        rounds.push_back({{"round", round}, {"pages", dirty}, {"ms", ms}, {"bytes", sent}, {"mbps", mbps},
+                          {"throttle", throttle}});
         log_phase("precopy", "round " + std::to_string(round) + ": " + std::to_string(dirty) + " pages in " +
                                  std::to_string(static_cast<int>(ms)) + " ms, " +
-                                 std::to_string(static_cast<int>(mbps)) + " MiB/s");
+                                 std::to_string(static_cast<int>(mbps)) + " MiB/s" +
+                                 (throttle != 0 ? ", throttle " + std::to_string(throttle) + "%" : ""));
         POPEK_TRY(out.send_json(FrameType::RoundEnd, json{{"round", round}, {"pages", dirty}}));
     }
+    out.on_frame({});
     return {};
 }
 
@@ -236,17 +468,20 @@ Result<json> Sender::run() {
     const memory::GuestMemory& mem = src.memory();
     const uint64_t pages = mem.page_count();
     progress.set_phase("initialization");
+    progress.update_extra(pages, 0, -1);
     Hello hello{kProtocolVersion, POPEK_VERSION, pages, std::string(compress::codec_name(opt.codec)),
                 opt.cache_pages, src.config_json()};
     log_phase("initialization", "to " + opt.to + ", " + std::to_string(pages) + " pages, codec " + hello.codec);
+    const auto t_hello = Clock::now();
     POPEK_TRY(conn.send_json(FrameType::Hello, hello_to_json(hello)));
     progress.set_phase("reservation");
     POPEK_TRY(expect_reply(conn, "reservation"));
+    fixed.rtt_ms = ms_between(t_hello, Clock::now());
     log_phase("reservation", "the destination built the VM's memory and devices");
 
     progress.set_phase("precopy");
     POPEK_TRY(src.start_dirty_log());
-    PageSender out(conn, mem, opt.codec, opt.cache_pages);
+    PageSender out(conn, mem, opt.codec, opt.cache_pages, opt.threads, opt.bandwidth, cancel);
     std::vector<uint64_t> bits((pages + 63) / 64, 0);
     POPEK_TRY(precopy(out, bits, pages));
 
@@ -254,34 +489,58 @@ Result<json> Sender::run() {
     const auto t_pause = Clock::now();
     POPEK_ASSIGN_OR_RETURN(json state, src.pause_and_save());
     paused = true;
+    const double pause_ms = ms_between(t_pause, Clock::now());
     POPEK_TRY(src.fetch_dirty(bits));
     const uint64_t last = count_bits(bits);
     POPEK_TRY(send_dirty(out, bits, pages));
-    rounds.push_back({{"round", "stop-and-copy"}, {"pages", last}});
+    const double pages_ms = ms_between(t_pause, Clock::now()) - pause_ms;
+    rounds.push_back({{"round", "stop-and-copy"}, {"pages", last}, {"throttle", throttle}});
+    const auto t_digest = Clock::now();
     POPEK_ASSIGN_OR_RETURN(uint64_t digest, memory_digest(mem));
+    const double digest_ms = ms_between(t_digest, Clock::now());
     const double save_ms = ms_between(t_pause, Clock::now());
     log_phase("stop-and-copy", std::to_string(last) + " pages, state and digest " + std::to_string(digest) +
                                    " sent " + std::to_string(static_cast<int>(save_ms)) + " ms after the pause");
     POPEK_TRY(out.send_json(FrameType::State, json{{"state", std::move(state)}, {"digest", digest}, {"pages", pages}}));
 
     progress.set_phase("validation");
+    const auto t_validate = Clock::now();
     POPEK_ASSIGN_OR_RETURN(json reply, expect_reply(conn, "validation"));
     downtime_ms = ms_between(t_pause, Clock::now());
+    const double destination_ms = ms_between(t_validate, Clock::now());
     progress.set_phase("commitment");
     const uint64_t their = reply.value("digest", uint64_t{0});
     log_phase("commitment", "the destination checked digest " + std::to_string(their) + " and took the VM");
 
-    const auto& st = out.stats();
+    const auto st = out.stats();
+    const double total_ms = ms_between(t0, Clock::now());
+    json codec_pages = json::object();
+    for (size_t c = 0; c < st.pages.size(); ++c)
+        if (st.pages[c] != 0) codec_pages[std::string(compress::codec_name(static_cast<compress::Codec>(c)))] = st.pages[c];
     json report{{"to", opt.to},
                 {"codec", compress::codec_name(opt.codec)},
-                {"total_ms", ms_between(t0, Clock::now())},
+                {"total_ms", total_ms},
                 {"downtime_ms", downtime_ms},
+                {"downtime_limit_ms", opt.downtime_ms},
+                {"downtime_parts_ms",
+                 {{"pause_and_save", pause_ms},
+                  {"last_pages", pages_ms},
+                  {"digest", digest_ms},
+                  {"destination", destination_ms},
+                  {"fixed_estimate", fixed.total()}}},
+                {"converged", converged},
                 {"bytes_sent", out.bytes()},
                 {"pages_sent", out.pages()},
                 {"guest_pages", pages},
                 {"rounds", rounds.size() - 1},
                 {"pages_per_round", rounds},
                 {"compression_ratio", st.ratio()},
+                {"codec_pages", codec_pages},
+                {"threads", out.threads()},
+                {"bandwidth_limit", opt.bandwidth},
+                {"average_mbps", static_cast<double>(out.bytes()) / (1 << 20) / std::max(total_ms / 1000.0, 1e-6)},
+                {"auto_converge", opt.auto_converge},
+                {"throttle", throttle},
                 {"digest_source", digest},
                 {"digest_destination", their},
                 {"digest_match", digest == their}};
@@ -298,6 +557,7 @@ Result<json> send_vm(MigrationSource& src, Connection& conn, const MigrateOption
         // Tell the destination (best effort), then let the VM run on here.
         (void)conn.send_json(FrameType::Abort, json{{"error", r.error().message}});
         src.stop_dirty_log();
+        if (s.throttle != 0) src.set_throttle(0);
         if (s.paused) src.resume();
         log_phase("failed", r.error().message + (s.paused ? " (the VM resumed here)" : " (the VM runs on here)"));
         progress.finish(false, r.error().message,

@@ -10,8 +10,15 @@
 // VM released). On any failure before the commit reply the source resumes.
 // Destination (receive_vm): the mirror image, activation left to the caller.
 //
-// The VMM plugs in through MigrationSource / MigrationTarget; post-copy,
-// auto-converge and multiple streams would be further phases and options here.
+// Convergence aids on the source: a bandwidth cap (token bucket on the
+// sender), auto-converge (throttle the vCPUs step by step while a round's
+// dirty rate exceeds the link rate), a downtime rule that counts the fixed
+// cost of the switch (pause, state, digests, the destination's build) as
+// well as the pages, and several encoding threads (each owns stripes of the
+// XBZRLE cache, compress/page_cache.hpp, so the receiver needs no change).
+//
+// The VMM plugs in through MigrationSource / MigrationTarget; post-copy
+// would be a further phase and option here.
 #pragma once
 
 #include <atomic>
@@ -35,7 +42,19 @@ struct MigrateOptions {
     uint32_t max_rounds = 30;
     compress::Codec codec = compress::Codec::None;
     uint64_t cache_pages = 16384;   // XBZRLE cache (xbzrle, auto)
+    uint64_t bandwidth = 0;         // bytes per second the sender may use; 0 = unlimited
+    bool auto_converge = false;
+    uint32_t throttle_initial = 20;   // auto-converge: first throttle, percent
+    uint32_t throttle_increment = 10; // added per round that still does not converge
+    uint32_t throttle_max = 99;
+    uint32_t threads = 2;           // encoding threads, 1..kMaxThreads
 };
+
+inline constexpr uint32_t kMaxThreads = 8;  // = compress::kMigrationStripes
+
+// "100M", "1G", "512K", "250000": bytes per second (K/M/G/T are powers of
+// 1024, an optional trailing "B" or "/s" is accepted). A clear error otherwise.
+base::Result<uint64_t> parse_bandwidth(const std::string& text);
 
 // What GET /vm/migration shows; updated by the migration thread.
 class MigrationProgress {
@@ -48,11 +67,15 @@ public:
         double bandwidth_mbps = 0;   // MiB/s of the last round
         uint64_t bytes_sent = 0;
         uint64_t pages_sent = 0;
+        uint64_t guest_pages = 0;
+        uint32_t throttle = 0;       // auto-converge, percent
+        double remaining_ms = -1;    // estimate; -1 = unknown
         std::string error;
         nlohmann::json report;       // set when completed or failed
     };
     void set_phase(const std::string& phase);
     void update(uint32_t round, uint64_t dirty, double mbps, uint64_t bytes, uint64_t pages);
+    void update_extra(uint64_t guest_pages, uint32_t throttle, double remaining_ms);
     void finish(bool ok, const std::string& error, nlohmann::json report);
     [[nodiscard]] Snapshot get() const;
     [[nodiscard]] nlohmann::json to_json() const;
@@ -72,6 +95,10 @@ public:
     // ORs the pages (memfd layout) written since the previous call into `bits`.
     virtual base::Result<void> fetch_dirty(std::vector<uint64_t>& bits) = 0;
     virtual void stop_dirty_log() = 0;
+    // Auto-converge: hold every vCPU out of the guest `percent` (0-99) of the
+    // time; 0 lifts it. The default cannot throttle (auto-converge then only
+    // reports that it would have).
+    virtual void set_throttle(uint32_t percent) { (void)percent; }
     // Stop-and-copy: pauses vCPUs and devices, returns the state tree.
     virtual base::Result<nlohmann::json> pause_and_save() = 0;
     // Failure before commitment: the VM runs on here.

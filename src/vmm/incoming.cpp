@@ -77,8 +77,11 @@ Result<std::unique_ptr<Machine>> receive_migration(const IncomingOptions& option
     IncomingTarget target(options);
     auto r = migration::receive_vm(target, conn);
     if (!r) return r.error().context("incoming migration");
+    auto machine = target.take();
+    // The source let go of its writable disks when it heard the commit.
+    if (auto l = machine->lock_disks_for_activation(10000); !l.ok()) return l.error().context("activation");
     migration::log_phase("activation", r->dump());
-    return target.take();
+    return machine;
 }
 
 }  // namespace popek::vmm

@@ -31,6 +31,7 @@ Result<std::unique_ptr<Machine>> Machine::create(const VmConfig& cfg) {
 Result<std::unique_ptr<Machine>> Machine::from_migration(const LoadedSnapshot& snapshot, memory::GuestMemory memory) {
     std::unique_ptr<Machine> m(new Machine());
     m->incoming_memory_ = std::move(memory);
+    m->disks_lock_later_ = true;
     POPEK_TRY(m->build(snapshot.config, &snapshot));
     return m;
 }

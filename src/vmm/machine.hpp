@@ -50,6 +50,10 @@ public:
     // describes, over guest RAM that the migration already filled.
     static base::Result<std::unique_ptr<Machine>> from_migration(const LoadedSnapshot& snapshot,
                                                                  memory::GuestMemory memory);
+    // Activation of a migrated VM: takes the locks of its disk images, which
+    // from_migration() opened without them while the source still held them
+    // (waits up to `wait_ms` for the source to let go). vmm/migrate.cpp.
+    base::Result<void> lock_disks_for_activation(uint32_t wait_ms);
     ~Machine() override;
 
     // Controller: the control API's commands (control.cpp).
@@ -125,6 +129,7 @@ private:
     std::vector<virtio::pci::VirtioPciDevice*> virtio_;
 
     std::optional<memory::GuestMemory> incoming_memory_;  // from_migration(): RAM already received
+    bool disks_lock_later_ = false;                       // from_migration(): disks lock at activation
     std::mutex migration_mu_;                             // guards the pointer, not the job
     std::shared_ptr<MigrationJob> migration_;             // the last migration (status stays readable)
 

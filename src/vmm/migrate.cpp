@@ -4,7 +4,10 @@
 #include <cstdio>
 #include <thread>
 
+#include "block/disk_image.hpp"
 #include "migration/state_json.hpp"
+#include "virtio/blk/device.hpp"
+#include "virtio/pci/virtio_pci.hpp"
 #include "vmm/machine.hpp"
 
 namespace popek::vmm {
@@ -46,6 +49,16 @@ public:
         return {};
     }
 
+    void set_throttle(uint32_t percent) override {
+        if (!throttle_) {
+            if (percent == 0) return;
+            std::vector<VcpuThread*> vcpus;
+            for (auto& v : m_.vcpus_) vcpus.push_back(v.get());
+            throttle_ = std::make_unique<VcpuThrottle>(std::move(vcpus));
+        }
+        throttle_->set(percent);
+    }
+
     void stop_dirty_log() override {
         (void)m_.vm_->stop_dirty_log();
         m_.memory_.stop_dirty_tracking();
@@ -63,6 +76,11 @@ public:
         if (paused_here_) {
             m_.pause_all();
             m_.run_state_ = RunState::Paused;
+        }
+        // Devices are drained: what they wrote goes to stable storage before
+        // the destination can open the image.
+        for (block::DiskImage* d : disks(m_)) {
+            if (auto f = d->flush(); !f.ok()) return f.error().context("stop-and-copy");
         }
         POPEK_ASSIGN_OR_RETURN(json tree, m_.save_state_tree());
         tree["memory"] = migration::MemoryFileInfo{m_.memory_.ram_size(), 0, 0};
@@ -82,10 +100,31 @@ public:
         paused_here_ = false;
     }
 
+    // Commitment: the destination owns the VM; its disks' locks go to it.
+    // (The VM stays paused here until the process ends.)
+    void release_disks() {
+        std::lock_guard lock(m_.control_mu_);
+        for (block::DiskImage* d : disks(m_)) d->unlock();
+    }
+
+    static std::vector<block::DiskImage*> disks(Machine& m) {
+        std::vector<block::DiskImage*> out;
+        for (auto* t : m.virtio_)
+            if (auto* blk = dynamic_cast<virtio::blk::BlockDevice*>(&t->device())) out.push_back(&blk->disk());
+        return out;
+    }
+
 private:
     Machine& m_;
     bool paused_here_ = false;
+    std::unique_ptr<VcpuThrottle> throttle_;  // lifted when the source goes
 };
+
+Result<void> Machine::lock_disks_for_activation(uint32_t wait_ms) {
+    for (block::DiskImage* d : MachineMigrationSource::disks(*this)) POPEK_TRY(d->lock_waiting(wait_ms));
+    disks_lock_later_ = false;
+    return {};
+}
 
 bool Machine::migration_active() {
     std::lock_guard lock(migration_mu_);
@@ -129,6 +168,9 @@ Reply Machine::migrate_command(const MigrateCommand& c) {
 
     auto job = std::make_shared<MigrationJob>();
     job->options = migration::MigrateOptions{c.to, c.downtime_ms, c.max_rounds, *codec};
+    job->options.bandwidth = c.bandwidth;
+    job->options.auto_converge = c.auto_converge;
+    job->options.threads = c.threads;
     job->active = true;
     {
         std::lock_guard lock(migration_mu_);
@@ -152,6 +194,7 @@ Reply Machine::migrate_command(const MigrateCommand& c) {
             if (j->cancel) j->conn.shutdown();
         }
         auto r = migration::send_vm(source, j->conn, j->options, j->progress, j->cancel);
+        if (r.ok()) source.release_disks();
         j->active = false;
         if (r.ok())
             request_exit({devices::GuestExitKind::PowerOff, 0, "migrated to " + j->options.to});

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <future>
@@ -97,9 +98,9 @@ void VcpuThread::thread_main() {
         if (has_messages_.load(std::memory_order_acquire) && !handle_messages()) return;
         const auto t0 = std::chrono::steady_clock::now();
         auto exit = vcpu_->run();
-        run_ns_.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                              std::chrono::steady_clock::now() - t0).count()),
-                          std::memory_order_relaxed);
+        const auto ran = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+        run_ns_.fetch_add(ran, std::memory_order_relaxed);
         if (!exit) {
             crash(exit.error().message);
             continue;
@@ -107,6 +108,7 @@ void VcpuThread::thread_main() {
         exits_count_.fetch_add(1, std::memory_order_relaxed);
         exits_by_kind_[static_cast<size_t>(exit->kind)].fetch_add(1, std::memory_order_relaxed);
         vcpu_->drain_batched_writes([this](const hv::VcpuExit& io) { handle_exit(io); });
+        if (!apply_throttle(ran)) return;
         if (exit->kind == hv::ExitKind::Interrupted) {
             // A kick can land after its message was already drained; clearing
             // it here keeps a stale request from failing every later run().
@@ -115,6 +117,67 @@ void VcpuThread::thread_main() {
         }
         handle_exit(*exit);
     }
+}
+
+void VcpuThread::set_throttle(uint32_t percent) {
+    throttle_.store(percent > 99 ? 99 : percent, std::memory_order_relaxed);
+}
+
+bool VcpuThread::apply_throttle(uint64_t ran_ns) {
+    const uint64_t p = throttle_.load(std::memory_order_relaxed);
+    if (p == 0) {
+        unthrottled_ns_ = 0;
+        return true;
+    }
+    unthrottled_ns_ += ran_ns;
+    const auto period = static_cast<uint64_t>(std::chrono::nanoseconds(kThrottlePeriod).count());
+    // Run (100-p)% of a period, then pay for it: sleep p/(100-p) of the time run.
+    if (unthrottled_ns_ < period * (100 - p) / 100) return true;
+    const uint64_t owed = std::min<uint64_t>(unthrottled_ns_ * p / (100 - p), 100 * period);
+    unthrottled_ns_ = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+        std::unique_lock lock(mu_);
+        cv_.wait_for(lock, std::chrono::nanoseconds(owed), [&] { return !queue_.empty(); });
+    }
+    throttled_ns_.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::steady_clock::now() - t0).count()),
+                            std::memory_order_relaxed);
+    // A message that arrived meanwhile (pause, stop) is seen at once.
+    if (has_messages_.load(std::memory_order_acquire)) return handle_messages();
+    return true;
+}
+
+void VcpuThrottle::set(uint32_t percent) {
+    if (percent > 99) percent = 99;
+    for (VcpuThread* v : vcpus_) v->set_throttle(percent);
+    {
+        std::lock_guard lock(mu_);
+        percent_ = percent;
+        if (percent == 0) stop_ = true;
+    }
+    cv_.notify_all();
+    if (percent == 0) {
+        if (ticker_.joinable()) ticker_.join();
+        return;
+    }
+    if (ticker_.joinable()) return;
+    stop_ = false;
+    ticker_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "vcpu-throttle");
+        std::unique_lock lock(mu_);
+        while (!stop_) {
+            // Kick a little more often than a period's run budget.
+            const uint32_t p = percent_;
+            const auto every = std::max(std::chrono::microseconds(1000),
+                                        std::chrono::duration_cast<std::chrono::microseconds>(
+                                            VcpuThread::kThrottlePeriod) * (100 - p) / 100);
+            cv_.wait_for(lock, every, [&] { return stop_; });
+            if (stop_) break;
+            for (VcpuThread* v : vcpus_)
+                if (v->state() == VcpuState::Running) v->kick();
+        }
+    });
 }
 
 void VcpuThread::handle_exit(const hv::VcpuExit& e) {

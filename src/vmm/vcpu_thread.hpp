@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -11,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "devices/bus.hpp"
 #include "devices/guest_exit.hpp"
@@ -51,6 +53,19 @@ public:
     [[nodiscard]] uint64_t run_ns() const { return run_ns_.load(std::memory_order_relaxed); }
     [[nodiscard]] uint32_t index() const { return index_; }
 
+    // Auto-converge: hold the vCPU out of the guest for `percent` (0-99) of
+    // its time. Applied between runs: after running R ns the thread sleeps
+    // R*p/(100-p) ns, in slices of about kThrottlePeriod, on its message
+    // condition (so pause/stop are not delayed). Something must kick() the
+    // vCPU now and then for a guest that never exits (VcpuThrottle does).
+    void set_throttle(uint32_t percent);
+    [[nodiscard]] uint32_t throttle() const { return throttle_.load(std::memory_order_relaxed); }
+    // Makes a running vCPU leave the guest once (no message).
+    void kick() { vcpu_->request_exit(); }
+    // Time spent held out of the guest by the throttle.
+    [[nodiscard]] uint64_t throttled_ns() const { return throttled_ns_.load(std::memory_order_relaxed); }
+    static constexpr std::chrono::milliseconds kThrottlePeriod{10};
+
 private:
     enum class Msg { Pause, Resume, Stop, Call };
     struct Message {
@@ -62,6 +77,7 @@ private:
     bool handle_messages();  // false when the thread must end
     void handle_exit(const hv::VcpuExit& exit);
     void crash(const std::string& why);
+    bool apply_throttle(uint64_t ran_ns);  // false when the thread must end
 
     std::unique_ptr<hv::Vcpu> vcpu_;
     const devices::Bus& pio_;
@@ -77,8 +93,32 @@ private:
     std::atomic<uint64_t> exits_count_{0};
     std::array<std::atomic<uint64_t>, kExitKinds> exits_by_kind_{};
     std::atomic<uint64_t> run_ns_{0};
+    std::atomic<uint32_t> throttle_{0};
+    std::atomic<uint64_t> throttled_ns_{0};
+    uint64_t unthrottled_ns_ = 0;  // run time not yet paid for with a sleep (vCPU thread only)
     uint32_t index_;
     std::thread thread_;
+};
+
+// Kicks every throttled vCPU once per period from a thread of its own, so a
+// guest that never exits still reaches the throttle between runs. Setting 0
+// (or destroying it) lifts the throttle.
+class VcpuThrottle {
+public:
+    explicit VcpuThrottle(std::vector<VcpuThread*> vcpus) : vcpus_(std::move(vcpus)) {}
+    ~VcpuThrottle() { set(0); }
+    VcpuThrottle(const VcpuThrottle&) = delete;
+    VcpuThrottle& operator=(const VcpuThrottle&) = delete;
+    void set(uint32_t percent);
+    [[nodiscard]] uint32_t percent() const { return percent_; }
+
+private:
+    std::vector<VcpuThread*> vcpus_;
+    uint32_t percent_ = 0;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool stop_ = false;
+    std::thread ticker_;
 };
 
 // A human-readable dump of a vCPU's registers (for crash reports).

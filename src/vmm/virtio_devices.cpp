@@ -60,7 +60,9 @@ Result<void> Machine::build_pci(const SavedDevices* saved) {
 
     for (const auto& d : cfg_.disks) {
         auto access = d.readonly ? block::Access::ReadOnly : block::Access::ReadWrite;
-        auto image = block::DiskImage::open(d.path, access);
+        // A migration's destination locks writable images only at activation.
+        auto image = block::DiskImage::open(d.path, access,
+                                            disks_lock_later_ ? block::LockWhen::Later : block::LockWhen::Now);
         if (!image) return image.error().context("--disk " + d.path);
         auto engine = engine_for(d);
         if (!engine) return engine.error().context("--disk " + d.path + ": I/O engine " + d.engine);

@@ -8,6 +8,8 @@
 
 #include <cstdlib>
 #include <string>
+#include <thread>
+#include <chrono>
 
 #include "block/disk_image.hpp"
 
@@ -101,6 +103,33 @@ TEST_F(BlockDiskImage, NeitherFileNorBlockDeviceIsRefused) {
     auto img = DiskImage::open("/dev/null", Access::ReadOnly);
     ASSERT_FALSE(img.ok());
     EXPECT_NE(img.error().message.find("/dev/null"), std::string::npos);
+}
+
+// A migration's hand-over: the destination opens the image unlocked while
+// the source holds it, and takes the lock once the source lets go.
+TEST_F(BlockDiskImage, LockCanWaitUntilTheHolderLetsGo) {
+    auto source = DiskImage::open(path_, Access::ReadWrite);
+    ASSERT_TRUE(source.ok()) << source.error().message;
+    EXPECT_TRUE(source->locked());
+    auto dest = DiskImage::open(path_, Access::ReadWrite, LockWhen::Later);
+    ASSERT_TRUE(dest.ok()) << dest.error().message;
+    EXPECT_FALSE(dest->locked());
+    auto busy = dest->lock();
+    ASSERT_FALSE(busy.ok());
+    EXPECT_NE(busy.error().message.find("is locked by another process"), std::string::npos) << busy.error().message;
+    EXPECT_FALSE(dest->lock_waiting(30).ok());
+    EXPECT_TRUE(source->flush().ok());
+    std::thread let_go([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        source->unlock();
+    });
+    auto got = dest->lock_waiting(5000);
+    let_go.join();
+    ASSERT_TRUE(got.ok()) << got.error().message;
+    EXPECT_TRUE(dest->locked());
+    EXPECT_FALSE(source->locked());
+    EXPECT_FALSE(source->lock().ok()) << "the destination holds it now";
+    EXPECT_FALSE(DiskImage::open(path_, Access::ReadOnly).ok()) << "no reader beside a writer either";
 }
 
 }  // namespace

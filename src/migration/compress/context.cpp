@@ -25,7 +25,7 @@ double CodecStats::ratio() const {
 void CodecContext::ZstdFree::operator()(ZSTD_CCtx_s* c) const { ZSTD_freeCCtx(c); }
 void CodecContext::ZstdFree::operator()(ZSTD_DCtx_s* d) const { ZSTD_freeDCtx(d); }
 
-CodecContext::CodecContext(CodecOptions options) : options_(options), cache_(options.cache_pages) {}
+CodecContext::CodecContext(CodecOptions options) : options_(options), cache_(options.cache_pages, options.cache_stripes) {}
 CodecContext::~CodecContext() = default;
 CodecContext::CodecContext(CodecContext&&) noexcept = default;
 CodecContext& CodecContext::operator=(CodecContext&&) noexcept = default;

@@ -20,6 +20,10 @@ struct CodecOptions {
     // XBZRLE cache size in pages (sender and receiver must agree); 0 = none.
     // 16384 pages = 64 MiB, QEMU's default.
     size_t cache_pages = 16384;
+    // Independent stripes of the cache (page_cache.hpp): both ends must agree;
+    // migration uses kMigrationStripes so that up to that many sender
+    // threads each own a part of it.
+    size_t cache_stripes = kMigrationStripes;
     // The sender marks every record kRecordCache and caches the page. Turn it
     // off for a first full pass (nothing there is re-sent soon) and on for
     // the dirty rounds; the receiver just follows the flag.

@@ -11,6 +11,16 @@
 // capacity that see the same inserts in the same order are therefore equal.
 // (Both ends must agree on the capacity: migration exchanges it when it
 // connects. One cache per stream; a guest page always goes on the same one.)
+//
+// Stripes, for several encoding threads: the cache can be split into
+// `stripes` independent caches of capacity/stripes pages each (the first
+// capacity%stripes get one more), page `gpn` living in stripe_of(gpn) =
+// (gpn / 64) % stripes — the pages of one 64-bit dirty-bitmap word share a
+// stripe. Eviction is least-recently-inserted within a stripe. A sender
+// thread that owns a set of stripes touches nothing else, so two caches with
+// equal capacity and stripes stay equal as long as the inserts of each
+// stripe arrive in the same order: records of different stripes may
+// interleave freely. Migration uses kMigrationStripes on both ends.
 #pragma once
 
 #include <array>
@@ -23,10 +33,14 @@
 
 namespace popek::migration::compress {
 
+inline constexpr size_t kMigrationStripes = 8;
+
 class PageCache {
 public:
-    explicit PageCache(size_t capacity_pages) : capacity_(capacity_pages < kNone ? capacity_pages : kNone - 1) {}
+    explicit PageCache(size_t capacity_pages, size_t stripes = 1);
 
+    [[nodiscard]] static size_t stripe_of(uint64_t gpn, size_t stripes) { return (gpn / 64) % stripes; }
+    [[nodiscard]] size_t stripes() const { return stripes_.size(); }
     [[nodiscard]] size_t capacity() const { return capacity_; }
     [[nodiscard]] size_t size() const { return index_.size(); }
     [[nodiscard]] uint64_t evictions() const { return evictions_; }
@@ -37,7 +51,8 @@ public:
     void insert(uint64_t gpn, ConstPage page);
     // Forgets every page (a new migration; both ends at once).
     void clear();
-    // Oldest first: the order eviction follows (for tests and debugging).
+    // Oldest first, stripe after stripe: the order eviction follows (for
+    // tests and debugging).
     [[nodiscard]] std::vector<uint64_t> page_numbers() const;
 
 private:
@@ -48,14 +63,19 @@ private:
         uint32_t newer = kNone;  // towards the newest
         std::unique_ptr<std::array<uint8_t, kPageSize>> bytes;
     };
-    void unlink(uint32_t s);
-    void push_newest(uint32_t s);
+    struct Stripe {
+        size_t capacity = 0;
+        size_t size = 0;
+        uint32_t oldest = kNone;
+        uint32_t newest = kNone;
+    };
+    void unlink(Stripe& st, uint32_t s);
+    void push_newest(Stripe& st, uint32_t s);
 
     size_t capacity_;
-    std::vector<Slot> slots_;  // grows to capacity_, then slots are reused
+    std::vector<Stripe> stripes_;
+    std::vector<Slot> slots_;  // grows to capacity_, then slots are reused within their stripe
     std::unordered_map<uint64_t, uint32_t> index_;
-    uint32_t oldest_ = kNone;
-    uint32_t newest_ = kNone;
     uint64_t evictions_ = 0;
 };
 

@@ -70,6 +70,8 @@ public:
     [[nodiscard]] uint64_t capacity() const { return limits_.capacity; }
     [[nodiscard]] bool read_only() const { return limits_.read_only; }
     [[nodiscard]] size_t in_flight() const { return in_flight_; }
+    // The image, for a migration's hand-over of its lock (flush, unlock, lock).
+    block::DiskImage& disk() { return disk_; }
 
 private:
     BlockDevice(BlockOptions options, block::DiskImage disk, std::unique_ptr<block::IoEngine> engine);

@@ -1,0 +1,59 @@
+// `--bandwidth` (and the API's "bandwidth"): what it accepts and what it refuses.
+#include <gtest/gtest.h>
+
+#include "api/request.hpp"
+#include "migration/precopy.hpp"
+
+namespace popek::migration {
+namespace {
+
+TEST(MigrationBandwidth, ParsesBytesPerSecondWithBinarySuffixes) {
+    EXPECT_EQ(parse_bandwidth("250000").value(), 250000u);
+    EXPECT_EQ(parse_bandwidth("512K").value(), 512u << 10);
+    EXPECT_EQ(parse_bandwidth("100M").value(), 100ull << 20);
+    EXPECT_EQ(parse_bandwidth("100m").value(), 100ull << 20);
+    EXPECT_EQ(parse_bandwidth("1G").value(), 1ull << 30);
+    EXPECT_EQ(parse_bandwidth("1GB").value(), 1ull << 30);
+    EXPECT_EQ(parse_bandwidth("40M/s").value(), 40ull << 20);
+    EXPECT_EQ(parse_bandwidth("2T").value(), 2ull << 40);
+}
+
+TEST(MigrationBandwidth, RefusesWhatIsNotABandwidthInOneLine) {
+    for (const char* bad : {"", "M", "-5M", "1.5G", "10X", "abc", "0", "0M", "100", "1000", "99999999999999999999",
+                            "9999999999T", " 1M", "1M "}) {
+        auto r = parse_bandwidth(bad);
+        ASSERT_FALSE(r.ok()) << "'" << bad << "'";
+        EXPECT_NE(r.error().message.find("bandwidth '"), std::string::npos) << r.error().message;
+        EXPECT_EQ(r.error().message.find('\n'), std::string::npos);
+    }
+}
+
+// PUT /vm/migrate: the convergence fields reach the command, bad ones are 400s.
+TEST(MigrationBandwidth, ApiFieldsReachTheCommand) {
+    auto parsed = api::parse_request(
+        "PUT", "/vm/migrate",
+        R"({"to": "tcp:127.0.0.1:4444", "bandwidth": "100M", "auto_converge": true, "threads": 4})");
+    ASSERT_TRUE(std::holds_alternative<vmm::Command>(parsed));
+    const auto& c = std::get<vmm::MigrateCommand>(std::get<vmm::Command>(parsed));
+    EXPECT_EQ(c.bandwidth, 100ull << 20);
+    EXPECT_TRUE(c.auto_converge);
+    EXPECT_EQ(c.threads, 4u);
+    parsed = api::parse_request("PUT", "/vm/migrate", R"({"to": "tcp:127.0.0.1:4444", "bandwidth": 1048576})");
+    ASSERT_TRUE(std::holds_alternative<vmm::Command>(parsed));
+    const auto& d = std::get<vmm::MigrateCommand>(std::get<vmm::Command>(parsed));
+    EXPECT_EQ(d.bandwidth, 1048576u);
+    EXPECT_FALSE(d.auto_converge);
+    EXPECT_EQ(d.threads, 2u);
+    for (const char* bad : {R"({"to": "tcp:127.0.0.1:4444", "bandwidth": "fast"})",
+                            R"({"to": "tcp:127.0.0.1:4444", "bandwidth": -1})",
+                            R"({"to": "tcp:127.0.0.1:4444", "auto_converge": "yes"})",
+                            R"({"to": "tcp:127.0.0.1:4444", "threads": 0})",
+                            R"({"to": "tcp:127.0.0.1:4444", "threads": 9})"}) {
+        auto r = api::parse_request("PUT", "/vm/migrate", bad);
+        ASSERT_TRUE(std::holds_alternative<api::HttpError>(r)) << bad;
+        EXPECT_EQ(std::get<api::HttpError>(r).status, 400) << bad;
+    }
+}
+
+}  // namespace
+}  // namespace popek::migration
