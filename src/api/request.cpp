@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "migration/compress/codec.hpp"
+#include "migration/postcopy.hpp"
 #include "migration/stream.hpp"
 
 namespace popek::api {
@@ -91,7 +92,8 @@ ParsedRequest parse_snapshot(const json* body) {
 
 ParsedRequest parse_migrate(const json* body) {
     vmm::MigrateCommand c;
-    if (auto e = only_fields(*body, {"to", "downtime_ms", "max_rounds", "compress"})) return *e;
+    if (auto e = only_fields(*body, {"to", "downtime_ms", "max_rounds", "compress", "postcopy", "postcopy_after_rounds"}))
+        return *e;
     auto to = body->find("to");
     if (to == body->end() || !to->is_string()) return bad_request("field \"to\" must be a string tcp:HOST:PORT");
     c.to = to->get<std::string>();
@@ -104,6 +106,13 @@ ParsedRequest parse_migrate(const json* body) {
         if (auto codec = migration::compress::parse_codec(c.compress); !codec)
             return bad_request("field \"compress\": " + printable(codec.error().message));
     }
+    if (auto it = body->find("postcopy"); it != body->end()) {
+        if (!it->is_string()) return bad_request("field \"postcopy\" must be a string: off, on or auto");
+        c.postcopy = it->get<std::string>();
+        if (auto m = migration::parse_postcopy_mode(c.postcopy); !m)
+            return bad_request("field \"postcopy\": " + printable(m.error().message));
+    }
+    if (auto e = read_u32(*body, "postcopy_after_rounds", c.postcopy_after_rounds)) return *e;
     return vmm::Command{std::move(c)};
 }
 

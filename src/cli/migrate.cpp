@@ -36,12 +36,27 @@ CLI::App* add_migrate_command(CLI::App& app, MigrateOptions& o) {
     m->add_option("--max-rounds", o.max_rounds, "Dirty rounds before stop-and-copy regardless")->default_val(30);
     m->add_option("--compress", o.compress, "Page codec: none, zero, wkdm, xbzrle, zstd, lz4 or auto")
         ->default_val("none");
+    // Post-copy (migration/postcopy.hpp).
+    auto* pc = m->add_flag("--postcopy", o.postcopy,
+                           "Post-copy: the destination runs the VM and pulls the pages it lacks, after "
+                           "--postcopy-after-rounds pre-copy rounds");
+    m->add_flag("--auto-postcopy", o.auto_postcopy,
+                "Switch to post-copy when pre-copy does not converge (round cap, or a round that does not "
+                "shrink the dirty set)")
+        ->excludes(pc);
+    m->add_option("--postcopy-after-rounds", o.postcopy_after_rounds,
+                  "With --postcopy: pre-copy rounds first (round 0 is the full pass; 0: pure post-copy)")
+        ->default_val(1);
     return m;
 }
 
 int run_migrate(const MigrateOptions& o) {
     const api::Client client(o.api_sock);
     json body{{"to", o.to}, {"downtime_ms", o.downtime_ms}, {"max_rounds", o.max_rounds}, {"compress", o.compress}};
+    if (o.postcopy || o.auto_postcopy) {
+        body["postcopy"] = o.postcopy ? "on" : "auto";
+        body["postcopy_after_rounds"] = o.postcopy_after_rounds;
+    }
     auto started = client.request("PUT", "/vm/migrate", body.dump());
     if (!started) return fail(started.error().message);
     if (started->status < 200 || started->status >= 300) return fail(error_of(*started));

@@ -14,6 +14,9 @@ struct MigrateOptions {
     uint32_t downtime_ms = 300;
     uint32_t max_rounds = 30;
     std::string compress = "none";
+    bool postcopy = false;            // --postcopy
+    bool auto_postcopy = false;       // --auto-postcopy
+    uint32_t postcopy_after_rounds = 1;
 };
 
 CLI::App* add_migrate_command(CLI::App& app, MigrateOptions& options);

@@ -168,8 +168,11 @@ struct Sender {
     json rounds = json::array();
     bool paused = false;
     double downtime_ms = 0;
+    std::string postcopy_reason;  // post-copy hook: non-empty once pre-copy hands over to post-copy
+    bool handed_over = false;     // post-copy: the switch went out, the VM must not resume here
 
     Result<json> run();
+    Result<json> postcopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages);
     Result<void> precopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages);
 };
 
@@ -201,6 +204,7 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
 
     out.set_caching(true);
     double bytes_per_page = static_cast<double>(out.bytes()) / static_cast<double>(std::max<uint64_t>(out.pages(), 1));
+    uint64_t prev_dirty = 0;
     for (uint32_t round = 1;; ++round) {
         if (cancel.load()) return Error{"cancelled"};
         POPEK_TRY(src.fetch_dirty(bits));
@@ -208,6 +212,11 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
         // Would the dirty set go within the downtime limit at the measured rate?
         const double est_ms = static_cast<double>(dirty) * bytes_per_page / (mbps * (1 << 20)) * 1000.0;
         progress.update(round, dirty, mbps, out.bytes(), out.pages());
+        // Post-copy hook (migration/postcopy.hpp): hand over instead of stop-and-copy?
+        postcopy_reason = postcopy_switch_reason(opt.postcopy, round, opt.max_rounds, dirty, prev_dirty,
+                                                 est_ms <= opt.downtime_ms);
+        if (!postcopy_reason.empty()) break;
+        prev_dirty = dirty;
         if (est_ms <= opt.downtime_ms || round > opt.max_rounds) {
             log_phase("precopy", "converged after " + std::to_string(round - 1) + " dirty rounds: " +
                                      std::to_string(dirty) + " dirty pages, ~" +
@@ -248,7 +257,11 @@ Result<json> Sender::run() {
     POPEK_TRY(src.start_dirty_log());
     PageSender out(conn, mem, opt.codec, opt.cache_pages);
     std::vector<uint64_t> bits((pages + 63) / 64, 0);
-    POPEK_TRY(precopy(out, bits, pages));
+    if (postcopy_before_precopy(opt.postcopy))
+        postcopy_reason = "pure post-copy requested (no pre-copy round)";
+    else
+        POPEK_TRY(precopy(out, bits, pages));
+    if (!postcopy_reason.empty()) return postcopy(out, bits, pages);  // post-copy hook
 
     progress.set_phase("stop-and-copy");
     const auto t_pause = Clock::now();
@@ -288,6 +301,26 @@ Result<json> Sender::run() {
     return report;
 }
 
+// Post-copy hook: migration/postcopy_source.cpp takes over at the switch.
+Result<json> Sender::postcopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages) {
+    const uint64_t dirty_rounds = rounds.empty() ? 0 : rounds.size() - 1;
+    PostcopySwitch sw{src, conn, opt, progress, cancel, bits, postcopy_before_precopy(opt.postcopy), postcopy_reason,
+                      json{{"to", opt.to},
+                           {"codec", compress::codec_name(opt.codec)},
+                           {"bytes_sent", out.bytes()},
+                           {"pages_sent", out.pages()},
+                           {"guest_pages", pages},
+                           {"rounds", dirty_rounds},
+                           {"pages_per_round", rounds},
+                           {"compression_ratio", out.stats().ratio()}}};
+    auto r = postcopy_send(sw);
+    paused = sw.paused;
+    handed_over = sw.handed_over;
+    if (!r) return r.error();
+    (*r)["total_ms"] = ms_between(t0, Clock::now());
+    return r;
+}
+
 }  // namespace
 
 Result<json> send_vm(MigrationSource& src, Connection& conn, const MigrateOptions& options,
@@ -298,8 +331,13 @@ Result<json> send_vm(MigrationSource& src, Connection& conn, const MigrateOption
         // Tell the destination (best effort), then let the VM run on here.
         (void)conn.send_json(FrameType::Abort, json{{"error", r.error().message}});
         src.stop_dirty_log();
-        if (s.paused) src.resume();
-        log_phase("failed", r.error().message + (s.paused ? " (the VM resumed here)" : " (the VM runs on here)"));
+        if (s.handed_over)
+            src.abandon(r.error().message);  // post-copy: the state is split, the VM cannot resume here
+        else if (s.paused)
+            src.resume();
+        log_phase("failed", r.error().message + (s.handed_over ? " (after the post-copy switch: the VM is lost here)"
+                                                 : s.paused     ? " (the VM resumed here)"
+                                                                : " (the VM runs on here)"));
         progress.finish(false, r.error().message,
                         json{{"error", r.error().message}, {"total_ms", ms_between(s.t0, Clock::now())}});
         return r.error();

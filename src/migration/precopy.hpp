@@ -25,6 +25,7 @@
 #include "base/result.hpp"
 #include "memory/guest_memory.hpp"
 #include "migration/compress/codec.hpp"
+#include "migration/postcopy.hpp"
 #include "migration/stream.hpp"
 
 namespace popek::migration {
@@ -35,6 +36,7 @@ struct MigrateOptions {
     uint32_t max_rounds = 30;
     compress::Codec codec = compress::Codec::None;
     uint64_t cache_pages = 16384;   // XBZRLE cache (xbzrle, auto)
+    PostcopyOptions postcopy{};     // migration/postcopy.hpp
 };
 
 // What GET /vm/migration shows; updated by the migration thread.
@@ -76,6 +78,9 @@ public:
     virtual base::Result<nlohmann::json> pause_and_save() = 0;
     // Failure before commitment: the VM runs on here.
     virtual void resume() = 0;
+    // Failure after a post-copy switch: the VM cannot resume here (its state
+    // is split with the destination); it ends with `why`.
+    virtual void abandon(const std::string& why) { (void)why; }
 };
 
 class MigrationTarget {

@@ -27,6 +27,8 @@ struct MigrateCommand {    // start a live migration on its own thread; returns 
     uint32_t downtime_ms = 300;
     uint32_t max_rounds = 30;
     std::string compress = "none";  // none, zero, wkdm, xbzrle, zstd, lz4, auto
+    std::string postcopy = "off";   // off, on, auto (migration/postcopy.hpp)
+    uint32_t postcopy_after_rounds = 1;
 };
 struct MigrationStatusCommand {};  // phase, round, dirty pages, bandwidth, bytes; the report at the end
 

@@ -82,6 +82,12 @@ public:
         paused_here_ = false;
     }
 
+    void abandon(const std::string& why) override {
+        m_.request_exit({devices::GuestExitKind::Terminated, 0,
+                         "migration: post-copy failed after the switch: " + why +
+                             "; the VM cannot resume here (its state is split with the destination)"});
+    }
+
 private:
     Machine& m_;
     bool paused_here_ = false;
@@ -129,6 +135,9 @@ Reply Machine::migrate_command(const MigrateCommand& c) {
 
     auto job = std::make_shared<MigrationJob>();
     job->options = migration::MigrateOptions{c.to, c.downtime_ms, c.max_rounds, *codec};
+    auto postcopy = migration::parse_postcopy_mode(c.postcopy);  // post-copy hook
+    if (!postcopy) return Reply::error(ReplyStatus::BadRequest, postcopy.error().message);
+    job->options.postcopy = {*postcopy, c.postcopy_after_rounds};
     job->active = true;
     {
         std::lock_guard lock(migration_mu_);
