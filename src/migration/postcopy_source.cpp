@@ -189,6 +189,7 @@ Result<json> postcopy_send(PostcopySwitch& sw) {
 
     const auto delay = push_delay();
     bool hold_push = false;  // the socket is full or the test knob says wait: serve requests only
+    auto next_push = Clock::now(), hold_until = next_push;
     double downtime_ms = -1, all_sent_ms = -1;
     uint64_t source_digest = 0;
     bool end_sent = false;
@@ -202,8 +203,7 @@ Result<json> postcopy_send(PostcopySwitch& sw) {
                                         [&] { return reader.done || !reader.requests.empty(); }))
                     return Error{"the destination did not confirm post-copy within 60 s"};
             } else if (hold_push) {
-                reader.cv.wait_for(lock, delay.count() > 0 ? delay : std::chrono::microseconds(200),
-                                   [&] { return reader.done || !reader.requests.empty(); });
+                reader.cv.wait_until(lock, hold_until, [&] { return reader.done || !reader.requests.empty(); });
             }
             if (!reader.error.empty()) return Error{reader.error};
             requests.swap(reader.requests);
@@ -232,9 +232,12 @@ Result<json> postcopy_send(PostcopySwitch& sw) {
             ++on_demand;
         }
         POPEK_TRY(flush());
-        hold_push = !end_sent && sw.conn.unsent_bytes() > kMaxQueuedPush;
+        const auto now = Clock::now();
+        const bool socket_full = sw.conn.unsent_bytes() > kMaxQueuedPush;
+        hold_push = !end_sent && (socket_full || now < next_push);
+        hold_until = socket_full ? now + std::chrono::microseconds(200) : next_push;
         if (!end_sent && !hold_push) {
-            hold_push = delay.count() > 0;
+            next_push = now + delay;
             for (size_t n = 0; n < kPushBatchPages && cursor < pages; ++cursor) {
                 if (!test_bit(needed, cursor) || test_bit(sent, cursor)) continue;
                 add_page(cursor);
