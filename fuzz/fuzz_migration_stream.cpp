@@ -43,6 +43,12 @@ void handle(const Frame& f, compress::CodecContext& ctx, std::vector<uint8_t>& r
             if (j.ok()) (void)hello_from_json(*j);
             break;
         }
+        case FrameType::PageRequest: {  // post-copy, read by the source
+            auto r = parse_page_request(f.payload, kPages);
+            if (r.ok())
+                for (uint64_t p : *r) check(p < kPages);
+            break;
+        }
         default: {
             auto j = frame_json(f);
             if (j.ok()) check(j->is_object());

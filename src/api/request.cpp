@@ -7,6 +7,7 @@
 
 #include "migration/compress/codec.hpp"
 #include "migration/precopy.hpp"
+#include "migration/postcopy.hpp"
 #include "migration/stream.hpp"
 
 namespace popek::api {
@@ -93,7 +94,7 @@ ParsedRequest parse_snapshot(const json* body) {
 ParsedRequest parse_migrate(const json* body) {
     vmm::MigrateCommand c;
     if (auto e = only_fields(*body, {"to", "downtime_ms", "max_rounds", "compress", "bandwidth", "auto_converge",
-                                     "threads"}))
+                                     "threads", "postcopy", "postcopy_after_rounds"}))
         return *e;
     auto to = body->find("to");
     if (to == body->end() || !to->is_string()) return bad_request("field \"to\" must be a string tcp:HOST:PORT");
@@ -122,6 +123,13 @@ ParsedRequest parse_migrate(const json* body) {
     if (auto e = read_u32(*body, "threads", c.threads)) return *e;
     if (c.threads < 1 || c.threads > migration::kMaxThreads)
         return bad_request("field \"threads\" must be 1 to " + std::to_string(migration::kMaxThreads));
+    if (auto it = body->find("postcopy"); it != body->end()) {
+        if (!it->is_string()) return bad_request("field \"postcopy\" must be a string: off, on or auto");
+        c.postcopy = it->get<std::string>();
+        if (auto m = migration::parse_postcopy_mode(c.postcopy); !m)
+            return bad_request("field \"postcopy\": " + printable(m.error().message));
+    }
+    if (auto e = read_u32(*body, "postcopy_after_rounds", c.postcopy_after_rounds)) return *e;
     return vmm::Command{std::move(c)};
 }
 

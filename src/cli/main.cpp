@@ -77,12 +77,13 @@ int run_vm(const vmm::VmConfig& cfg, const std::string& api_sock) {
 }
 
 int receive_vm(const vmm::IncomingOptions& options, const std::string& api_sock) {
-    auto machine = vmm::receive_migration(options);
-    if (!machine) {
-        std::fprintf(stderr, "popek: error: %s\n", machine.error().message.c_str());
+    auto in = vmm::receive_migration(options);
+    if (!in) {
+        std::fprintf(stderr, "popek: error: %s\n", in.error().message.c_str());
         return 1;
     }
-    return run_machine(**machine, api_sock);
+    const int status = run_machine(*in->machine, api_sock);
+    return in->finish_postcopy() ? status : 1;
 }
 
 int restore_vm(const vmm::RestoreOptions& options, const std::string& api_sock) {

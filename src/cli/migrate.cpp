@@ -42,6 +42,17 @@ CLI::App* add_migrate_command(CLI::App& app, MigrateOptions& o) {
                 "Throttle the vCPUs step by step (20%, +10% per round, up to 99%) while the guest dirties faster "
                 "than the link carries");
     m->add_option("--threads", o.threads, "Threads compressing pages")->default_val(2)->check(CLI::Range(1, 8));
+    // Post-copy (migration/postcopy.hpp).
+    auto* pc = m->add_flag("--postcopy", o.postcopy,
+                           "Post-copy: the destination runs the VM and pulls the pages it lacks, after "
+                           "--postcopy-after-rounds pre-copy rounds");
+    m->add_flag("--auto-postcopy", o.auto_postcopy,
+                "Switch to post-copy when pre-copy does not converge (round cap, or a round that does not "
+                "shrink the dirty set)")
+        ->excludes(pc);
+    m->add_option("--postcopy-after-rounds", o.postcopy_after_rounds,
+                  "With --postcopy: pre-copy rounds first (round 0 is the full pass; 0: pure post-copy)")
+        ->default_val(1);
     return m;
 }
 
@@ -79,6 +90,10 @@ int run_migrate(const MigrateOptions& o) {
         body["bandwidth"] = *bw;
     }
     const api::Client client(o.api_sock);
+    if (o.postcopy || o.auto_postcopy) {
+        body["postcopy"] = o.postcopy ? "on" : "auto";
+        body["postcopy_after_rounds"] = o.postcopy_after_rounds;
+    }
     auto started = client.request("PUT", "/vm/migrate", body.dump());
     if (!started) return fail(started.error().message);
     if (started->status < 200 || started->status >= 300) return fail(error_of(*started));

@@ -18,6 +18,9 @@ struct MigrateOptions {
     std::string bandwidth;  // "" = unlimited; else like 100M
     bool auto_converge = false;
     uint32_t threads = 2;
+    bool postcopy = false;            // --postcopy
+    bool auto_postcopy = false;       // --auto-postcopy
+    uint32_t postcopy_after_rounds = 1;
 };
 
 CLI::App* add_migrate_command(CLI::App& app, MigrateOptions& options);

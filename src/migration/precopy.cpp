@@ -338,8 +338,11 @@ struct Sender {
     double downtime_ms = 0;
     uint32_t throttle = 0;
     FixedCosts fixed;
+    std::string postcopy_reason;  // post-copy hook: non-empty once pre-copy hands over to post-copy
+    bool handed_over = false;     // post-copy: the switch went out, the VM must not resume here
 
     Result<json> run();
+    Result<json> postcopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages);
     Result<void> precopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages);
     // Auto-converge: one throttle step up (initial, then + increment).
     void throttle_up(uint32_t round, double dirty_ratio);
@@ -407,6 +410,7 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
     // host), the time a page took is the better measure than its bytes.
     double ms_per_page = ms / static_cast<double>(std::max<uint64_t>(out.pages(), 1));
     uint64_t last_sent_bytes = out.bytes();
+    uint64_t prev_dirty = 0;
     for (uint32_t round = 1;; ++round) {
         if (cancel.load()) return Error{"cancelled"};
         POPEK_TRY(src.fetch_dirty(bits));
@@ -420,6 +424,11 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
         const double est_ms = pages_ms + fixed.total();
         progress.update(round, dirty, mbps, out.bytes(), out.pages());
         progress.update_extra(pages, throttle, est_ms);
+        // Post-copy hook (migration/postcopy.hpp): hand over instead of stop-and-copy?
+        postcopy_reason = postcopy_switch_reason(opt.postcopy, round, opt.max_rounds, dirty, prev_dirty,
+                                                 est_ms <= opt.downtime_ms);
+        if (!postcopy_reason.empty()) break;
+        prev_dirty = dirty;
         // When the fixed cost alone is over the limit, rounds stop paying
         // off once the pages are a small part of the switch.
         const bool futile = fixed.total() > opt.downtime_ms && pages_ms < 0.1 * fixed.total();
@@ -483,7 +492,11 @@ Result<json> Sender::run() {
     POPEK_TRY(src.start_dirty_log());
     PageSender out(conn, mem, opt.codec, opt.cache_pages, opt.threads, opt.bandwidth, cancel);
     std::vector<uint64_t> bits((pages + 63) / 64, 0);
-    POPEK_TRY(precopy(out, bits, pages));
+    if (postcopy_before_precopy(opt.postcopy))
+        postcopy_reason = "pure post-copy requested (no pre-copy round)";
+    else
+        POPEK_TRY(precopy(out, bits, pages));
+    if (!postcopy_reason.empty()) return postcopy(out, bits, pages);  // post-copy hook
 
     progress.set_phase("stop-and-copy");
     const auto t_pause = Clock::now();
@@ -547,6 +560,26 @@ Result<json> Sender::run() {
     return report;
 }
 
+// Post-copy hook: migration/postcopy_source.cpp takes over at the switch.
+Result<json> Sender::postcopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages) {
+    const uint64_t dirty_rounds = rounds.empty() ? 0 : rounds.size() - 1;
+    PostcopySwitch sw{src, conn, opt, progress, cancel, bits, postcopy_before_precopy(opt.postcopy), postcopy_reason,
+                      json{{"to", opt.to},
+                           {"codec", compress::codec_name(opt.codec)},
+                           {"bytes_sent", out.bytes()},
+                           {"pages_sent", out.pages()},
+                           {"guest_pages", pages},
+                           {"rounds", dirty_rounds},
+                           {"pages_per_round", rounds},
+                           {"compression_ratio", out.stats().ratio()}}};
+    auto r = postcopy_send(sw);
+    paused = sw.paused;
+    handed_over = sw.handed_over;
+    if (!r) return r.error();
+    (*r)["total_ms"] = ms_between(t0, Clock::now());
+    return r;
+}
+
 }  // namespace
 
 Result<json> send_vm(MigrationSource& src, Connection& conn, const MigrateOptions& options,
@@ -558,8 +591,13 @@ Result<json> send_vm(MigrationSource& src, Connection& conn, const MigrateOption
         (void)conn.send_json(FrameType::Abort, json{{"error", r.error().message}});
         src.stop_dirty_log();
         if (s.throttle != 0) src.set_throttle(0);
-        if (s.paused) src.resume();
-        log_phase("failed", r.error().message + (s.paused ? " (the VM resumed here)" : " (the VM runs on here)"));
+        if (s.handed_over)
+            src.abandon(r.error().message);  // post-copy: the state is split, the VM cannot resume here
+        else if (s.paused)
+            src.resume();
+        log_phase("failed", r.error().message + (s.handed_over ? " (after the post-copy switch: the VM is lost here)"
+                                                 : s.paused     ? " (the VM resumed here)"
+                                                                : " (the VM runs on here)"));
         progress.finish(false, r.error().message,
                         json{{"error", r.error().message}, {"total_ms", ms_between(s.t0, Clock::now())}});
         return r.error();

@@ -32,6 +32,7 @@
 #include "base/result.hpp"
 #include "memory/guest_memory.hpp"
 #include "migration/compress/codec.hpp"
+#include "migration/postcopy.hpp"
 #include "migration/stream.hpp"
 
 namespace popek::migration {
@@ -48,6 +49,7 @@ struct MigrateOptions {
     uint32_t throttle_increment = 10; // added per round that still does not converge
     uint32_t throttle_max = 99;
     uint32_t threads = 2;           // encoding threads, 1..kMaxThreads
+    PostcopyOptions postcopy{};     // migration/postcopy.hpp
 };
 
 inline constexpr uint32_t kMaxThreads = 8;  // = compress::kMigrationStripes
@@ -103,6 +105,12 @@ public:
     virtual base::Result<nlohmann::json> pause_and_save() = 0;
     // Failure before commitment: the VM runs on here.
     virtual void resume() = 0;
+    // Failure after a post-copy switch: the VM cannot resume here (its state
+    // is split with the destination); it ends with `why`.
+    virtual void abandon(const std::string& why) { (void)why; }
+    // The destination owns the VM from now on (commitment, or a post-copy
+    // destination about to run it): writable disks' locks go to it.
+    virtual void release_disks() {}
 };
 
 class MigrationTarget {

@@ -1,10 +1,12 @@
-// The destination side of pre-copy live migration (see precopy.hpp).
+// The destination side of live migration: pre-copy (see precopy.hpp) and
+// the switch to post-copy (postcopy.hpp).
 #include <chrono>
 #include <cstring>
 #include <memory>
 
 #include "migration/compress/context.hpp"
 #include "migration/memory_file.hpp"
+#include "migration/postcopy.hpp"
 #include "migration/precopy.hpp"
 
 namespace popek::migration {
@@ -23,9 +25,12 @@ void refuse(Connection& conn, const std::string& why) {
 }
 
 struct Receiver {
-    Receiver(MigrationTarget& t, Connection& c) : target(t), conn(c) {}
+    Receiver(MigrationTarget& t, Connection& c, std::unique_ptr<PostcopyIncoming>* pc)
+        : target(t), conn(c), postcopy(pc) {}
     MigrationTarget& target;
     Connection& conn;
+    std::unique_ptr<PostcopyIncoming>* postcopy;  // null: post-copy is refused
+    std::vector<uint64_t> digests;                 // post-copy's digest of each page received
     memory::GuestMemory* mem = nullptr;
     std::unique_ptr<compress::CodecContext> ctx;
     uint64_t pages = 0;
@@ -43,6 +48,7 @@ struct Receiver {
             alignas(64) std::array<uint8_t, compress::kPageSize> page;
             POPEK_TRY(compress::decode_page(record, index, compress::MutPage(page), *ctx));
             std::memcpy(base + index * compress::kPageSize, page.data(), page.size());
+            digests[index] = page_digest(index, page.data());
             return {};
         });
         if (!n) return n.error();
@@ -51,7 +57,44 @@ struct Receiver {
     }
 
     Result<json> run();
+    Result<json> switch_to_postcopy(const json& j);
 };
+
+// The source paused and handed the VM over; pages it still holds follow
+// while the VM runs here.
+Result<json> Receiver::switch_to_postcopy(const json& j) {
+    const auto t_switch = Clock::now();
+    if (postcopy == nullptr) {
+        refuse(conn, "this destination does not take post-copy");
+        return Error{"the source switched to post-copy, which this destination does not take"};
+    }
+    auto st = j.find("state");
+    auto nd = j.find("needed");
+    if (st == j.end() || nd == j.end() || !nd->is_binary() || nd->get_binary().size() % 8 != 0) {
+        refuse(conn, "post-copy state frame without state or needed-pages bitmap");
+        return Error{"the source's post-copy state frame has no state or needed-pages bitmap"};
+    }
+    const auto& bitmap = nd->get_binary();
+    std::vector<uint64_t> needed(bitmap.size() / 8, 0);
+    for (size_t i = 0; i < bitmap.size(); ++i) needed[i / 8] |= static_cast<uint64_t>(bitmap[i]) << (8 * (i % 8));
+    auto pc = PostcopyIncoming::start(*mem, conn, std::move(needed), std::move(digests), 0);
+    if (!pc) {
+        refuse(conn, pc.error().message);
+        return pc.error();
+    }
+    // Building the VM may touch guest RAM (the pages come on demand already).
+    if (auto b = target.build(*st); !b.ok()) {
+        (void)(*pc)->send_json(FrameType::Reply, json{{"ok", false}, {"error", "building the VM: " + b.error().message}});
+        return b.error().context("building the VM from the source's state");
+    }
+    if (auto f = (*pc)->failure(); !f.empty()) return Error{"post-copy: " + f};
+    POPEK_TRY((*pc)->send_json(FrameType::Reply, json{{"ok", true}, {"running", true}}));
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t_switch).count();
+    log_phase("postcopy", "VM built " + std::to_string(static_cast<int>(ms)) + " ms after the switch; it runs while " +
+                              std::to_string((*pc)->figures().needed - (*pc)->figures().received) + " pages are missing");
+    *postcopy = std::move(pc).value();
+    return json{{"postcopy", true}, {"pages_received", received}, {"bytes_received", bytes}, {"build_ms", ms}};
+}
 
 Result<json> Receiver::run() {
     const auto t0 = Clock::now();
@@ -83,6 +126,7 @@ Result<json> Receiver::run() {
         return Error{why};
     }
     ctx = std::make_unique<compress::CodecContext>(compress::CodecOptions{.cache_pages = hello->cache_pages});
+    digests.assign(pages, 0);
     POPEK_TRY(conn.send_json(FrameType::Reply, json{{"ok", true}}));
     log_phase("reservation", "memory and devices ready");
 
@@ -111,6 +155,7 @@ Result<json> Receiver::run() {
             }
             case FrameType::State: {
                 POPEK_ASSIGN_OR_RETURN(json j, frame_json(*f));
+                if (j.value("postcopy", false)) return switch_to_postcopy(j);
                 auto st = j.find("state");
                 auto dg = j.find("digest");
                 if (st == j.end() || dg == j.end() || !dg->is_number_unsigned()) {
@@ -141,6 +186,7 @@ Result<json> Receiver::run() {
             }
             case FrameType::Hello:
             case FrameType::Reply:
+            case FrameType::PageRequest:
                 refuse(conn, std::string("unexpected ") + frame_type_name(f->type) + " frame");
                 return Error{std::string("the source sent an unexpected ") + frame_type_name(f->type) + " frame"};
         }
@@ -149,8 +195,10 @@ Result<json> Receiver::run() {
 
 }  // namespace
 
-Result<json> receive_vm(MigrationTarget& target, Connection& conn) {
-    Receiver r(target, conn);
+Result<json> receive_vm(MigrationTarget& target, Connection& conn) { return receive_vm(target, conn, nullptr); }
+
+Result<json> receive_vm(MigrationTarget& target, Connection& conn, std::unique_ptr<PostcopyIncoming>* postcopy) {
+    Receiver r(target, conn, postcopy);
     auto out = r.run();
     if (!out) log_phase("failed", out.error().message);
     return out;

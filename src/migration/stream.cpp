@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -47,6 +48,7 @@ const char* frame_type_name(FrameType t) {
         case FrameType::RoundEnd: return "round-end";
         case FrameType::State: return "state";
         case FrameType::Abort: return "abort";
+        case FrameType::PageRequest: return "page-request";
     }
     return "unknown";
 }
@@ -71,7 +73,7 @@ Result<FrameHeader> parse_frame_header(std::span<const uint8_t> b) {
     if (b.size() < kFrameHeaderSize) return Error{"migration stream: short frame header"};
     if (b[0] != 'P' || b[1] != 'M')
         return Error{"migration stream: bad frame magic (not a popek migration stream, or out of step)"};
-    if (b[2] < static_cast<uint8_t>(FrameType::Hello) || b[2] > static_cast<uint8_t>(FrameType::Abort))
+    if (b[2] < static_cast<uint8_t>(FrameType::Hello) || b[2] > static_cast<uint8_t>(kLastFrameType))
         return Error{"migration stream: unknown frame type " + std::to_string(b[2])};
     if (b[3] != 0) return Error{"migration stream: frame flags " + std::to_string(b[3]) + " are not understood"};
     FrameHeader h{static_cast<FrameType>(b[2]), static_cast<uint32_t>(load_le(b.data() + 4, 4)),
@@ -145,6 +147,26 @@ Result<uint64_t> parse_page_batch(std::span<const uint8_t> payload,
     return count;
 }
 
+std::vector<uint8_t> encode_page_request(std::span<const uint64_t> pages) {
+    std::vector<uint8_t> out(pages.size() * 8);
+    for (size_t i = 0; i < pages.size(); ++i) store_le(out.data() + i * 8, pages[i], 8);
+    return out;
+}
+
+Result<std::vector<uint64_t>> parse_page_request(std::span<const uint8_t> payload, uint64_t pages) {
+    if (payload.empty() || payload.size() % 8 != 0 || payload.size() / 8 > kMaxPageRequest)
+        return Error{"migration stream: page request of " + std::to_string(payload.size()) +
+                     " bytes (want 1 to " + std::to_string(kMaxPageRequest) + " u64 page indices)"};
+    std::vector<uint64_t> out(payload.size() / 8);
+    for (size_t i = 0; i < out.size(); ++i) {
+        out[i] = load_le(payload.data() + i * 8, 8);
+        if (out[i] >= pages)
+            return Error{"migration stream: page request for page " + std::to_string(out[i]) + " outside guest RAM (" +
+                         std::to_string(pages) + " pages)"};
+    }
+    return out;
+}
+
 json hello_to_json(const Hello& h) {
     return json{{"protocol", h.protocol},       {"popek_version", h.popek_version},
                 {"page_size", compress::kPageSize}, {"pages", h.pages},
@@ -202,6 +224,12 @@ Connection& Connection::operator=(Connection&& o) noexcept {
 
 void Connection::shutdown() {
     if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
+size_t Connection::unsent_bytes() const {
+    int n = 0;
+    if (fd_ < 0 || ::ioctl(fd_, SIOCOUTQ, &n) != 0 || n < 0) return 0;
+    return static_cast<size_t>(n);
 }
 
 Result<void> Connection::send_raw(std::span<const uint8_t> bytes) {

@@ -22,6 +22,15 @@
 //   State    CBOR map: state (the snapshot state tree), digest, pages —
 //            stop-and-copy's last frame: the source is paused
 //   Abort    CBOR map: error — the sender gives up; the peer stops too
+//   PageRequest  (destination -> source, post-copy) u64 page indices (LE)
+//            the destination's vCPUs or devices are waiting for
+//
+// Post-copy (migration/postcopy.hpp) reuses the others: its State frame
+// carries postcopy: true and `needed` (a bitmap, u64 LE words, of the pages
+// the destination must take from the source rather than its pre-copy copy);
+// after it the destination answers a Reply with running: true, Pages frames
+// carry only needed pages, and a RoundEnd with postcopy_end: true and the
+// source's page digest ends them; the destination's commit Reply follows.
 //
 // FrameDecoder and parse_page_batch are the one reader of these bytes (the
 // fuzz target fuzz_migration_stream drives them).
@@ -46,7 +55,10 @@ constexpr uint32_t kMaxFramePayload = 32u << 20;
 // A Pages frame is cut at this many bytes (a few hundred pages).
 constexpr size_t kPagesFrameTarget = 1u << 20;
 
-enum class FrameType : uint8_t { Hello = 1, Reply = 2, Pages = 3, RoundEnd = 4, State = 5, Abort = 6 };
+enum class FrameType : uint8_t { Hello = 1, Reply = 2, Pages = 3, RoundEnd = 4, State = 5, Abort = 6, PageRequest = 7 };
+constexpr FrameType kLastFrameType = FrameType::PageRequest;
+// A PageRequest frame holds at most this many indices.
+constexpr size_t kMaxPageRequest = 4096;
 const char* frame_type_name(FrameType t);
 
 struct Frame {
@@ -92,6 +104,10 @@ base::Result<nlohmann::json> frame_json(const Frame& f);
 base::Result<uint64_t> parse_page_batch(std::span<const uint8_t> payload,
                                         const std::function<base::Result<void>(uint64_t, std::span<const uint8_t>)>& page);
 
+// A PageRequest payload: each index checked against `pages`.
+std::vector<uint8_t> encode_page_request(std::span<const uint64_t> pages);
+base::Result<std::vector<uint64_t>> parse_page_request(std::span<const uint8_t> payload, uint64_t pages);
+
 // What the source announces.
 struct Hello {
     uint32_t protocol = kProtocolVersion;
@@ -124,6 +140,9 @@ public:
     // Waits at most timeout_ms (0: forever) for a whole frame.
     base::Result<Frame> receive(int timeout_ms);
     void shutdown();
+    // Bytes sent but not yet acknowledged by the peer (SIOCOUTQ); post-copy
+    // keeps this small so a requested page does not queue behind pushed ones.
+    [[nodiscard]] size_t unsent_bytes() const;
 
 private:
     base::Result<void> read_exact(std::span<uint8_t> out, int timeout_ms);

@@ -30,6 +30,8 @@ struct MigrateCommand {    // start a live migration on its own thread; returns 
     uint64_t bandwidth = 0;         // bytes per second; 0 = unlimited
     bool auto_converge = false;
     uint32_t threads = 2;           // encoding threads, 1..8
+    std::string postcopy = "off";   // off, on, auto (migration/postcopy.hpp)
+    uint32_t postcopy_after_rounds = 1;
 };
 struct MigrationStatusCommand {};  // phase, round, dirty pages, bandwidth, bytes; the report at the end
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 
 #include "arch/x86/layout.hpp"
@@ -67,7 +68,14 @@ private:
 
 }  // namespace
 
-Result<std::unique_ptr<Machine>> receive_migration(const IncomingOptions& options) {
+bool IncomingVm::finish_postcopy() {
+    if (!postcopy) return true;
+    // A guest that ended before its last page arrived: let the source finish.
+    (void)postcopy->wait_complete(std::chrono::seconds(30));
+    return postcopy->failure().empty();
+}
+
+Result<IncomingVm> receive_migration(const IncomingOptions& options) {
     POPEK_ASSIGN_OR_RETURN(auto addr, migration::parse_tcp_address(options.listen));
     POPEK_ASSIGN_OR_RETURN(int lfd, migration::tcp_listen(addr));
     base::UniqueFd listener(lfd);
@@ -75,13 +83,22 @@ Result<std::unique_ptr<Machine>> receive_migration(const IncomingOptions& option
     POPEK_ASSIGN_OR_RETURN(auto conn, migration::tcp_accept(listener.get()));
     listener.reset();
     IncomingTarget target(options);
-    auto r = migration::receive_vm(target, conn);
+    IncomingVm vm;
+    auto r = migration::receive_vm(target, conn, &vm.postcopy);
     if (!r) return r.error().context("incoming migration");
-    auto machine = target.take();
-    // The source let go of its writable disks when it heard the commit.
-    if (auto l = machine->lock_disks_for_activation(10000); !l.ok()) return l.error().context("activation");
+    vm.machine = target.take();
+    // The source let go of its writable disks when it heard the commit (or,
+    // in post-copy, when this side said it would run the VM).
+    if (auto l = vm.machine->lock_disks_for_activation(10000); !l.ok()) return l.error().context("activation");
     migration::log_phase("activation", r->dump());
-    return machine;
+    if (vm.postcopy) {
+        Machine* m = vm.machine.get();
+        vm.postcopy->on_failure([m](const std::string& why) {
+            m->request_exit({devices::GuestExitKind::Terminated, 0,
+                             "migration: post-copy failed: " + why + "; the VM stopped (its memory is incomplete)"});
+        });
+    }
+    return vm;
 }
 
 }  // namespace popek::vmm

@@ -1,7 +1,9 @@
 // The destination of a live migration: `popek run --incoming tcp:ADDR:PORT`.
 // Listens, accepts one source, reserves what its configuration needs, fills
 // guest RAM from the stream, checks it, builds the Machine (activation is
-// Machine::run, the caller's).
+// Machine::run, the caller's). After a post-copy switch the Machine is built
+// over RAM still arriving: `postcopy` serves its missing pages while it runs
+// and stops it (one error line) if the source is lost before the last page.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +11,7 @@
 #include <string>
 
 #include "base/result.hpp"
+#include "migration/postcopy.hpp"
 #include "vmm/machine.hpp"
 
 namespace popek::vmm {
@@ -19,6 +22,14 @@ struct IncomingOptions {
     uint64_t max_memory = 0;      // refuse VMs with more RAM than this (0: no limit)
 };
 
-base::Result<std::unique_ptr<Machine>> receive_migration(const IncomingOptions& options);
+struct IncomingVm {
+    std::unique_ptr<Machine> machine;
+    std::unique_ptr<migration::PostcopyIncoming> postcopy;  // declared last: ends before the machine
+    // After the VM ended: waits (bounded) for post-copy to finish so the
+    // source can end cleanly; false if post-copy failed (its error was printed).
+    bool finish_postcopy();
+};
+
+base::Result<IncomingVm> receive_migration(const IncomingOptions& options);
 
 }  // namespace popek::vmm

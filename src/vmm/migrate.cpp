@@ -102,7 +102,7 @@ public:
 
     // Commitment: the destination owns the VM; its disks' locks go to it.
     // (The VM stays paused here until the process ends.)
-    void release_disks() {
+    void release_disks() override {
         std::lock_guard lock(m_.control_mu_);
         for (block::DiskImage* d : disks(m_)) d->unlock();
     }
@@ -112,6 +112,12 @@ public:
         for (auto* t : m.virtio_)
             if (auto* blk = dynamic_cast<virtio::blk::BlockDevice*>(&t->device())) out.push_back(&blk->disk());
         return out;
+    }
+
+    void abandon(const std::string& why) override {
+        m_.request_exit({devices::GuestExitKind::Terminated, 0,
+                         "migration: post-copy failed after the switch: " + why +
+                             "; the VM cannot resume here (its state is split with the destination)"});
     }
 
 private:
@@ -171,6 +177,9 @@ Reply Machine::migrate_command(const MigrateCommand& c) {
     job->options.bandwidth = c.bandwidth;
     job->options.auto_converge = c.auto_converge;
     job->options.threads = c.threads;
+    auto postcopy = migration::parse_postcopy_mode(c.postcopy);  // post-copy hook
+    if (!postcopy) return Reply::error(ReplyStatus::BadRequest, postcopy.error().message);
+    job->options.postcopy = {*postcopy, c.postcopy_after_rounds};
     job->active = true;
     {
         std::lock_guard lock(migration_mu_);

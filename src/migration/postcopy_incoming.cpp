@@ -1,0 +1,338 @@
+// The destination side of post-copy (see postcopy.hpp): a userfaultfd over
+// guest RAM, a thread turning faults into page requests and a thread placing
+// the pages that arrive.
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+#include "migration/postcopy.hpp"
+#include "migration/precopy.hpp"
+
+namespace popek::migration {
+
+using base::Error;
+using base::Result;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr int kSourceSilenceMs = 30000;  // the source pushes without pause: this long silent, it is gone
+constexpr uint64_t kPage = compress::kPageSize;
+
+bool bit(const std::vector<uint64_t>& b, uint64_t i) { return (b[i / 64] >> (i % 64)) & 1; }
+bool bit(const std::atomic<uint64_t>* b, uint64_t i) {
+    return (b[i / 64].load(std::memory_order_acquire) >> (i % 64)) & 1;
+}
+
+alignas(4096) const std::array<uint8_t, kPage> kZeroPage{};
+
+}  // namespace
+
+Result<std::unique_ptr<PostcopyIncoming>> PostcopyIncoming::start(memory::GuestMemory& mem, Connection& conn,
+                                                                  std::vector<uint64_t> needed,
+                                                                  std::vector<uint64_t> page_digests,
+                                                                  uint64_t cache_pages) {
+    const uint64_t pages = mem.page_count();
+    const size_t words = (pages + 63) / 64;
+    if (needed.size() != words)
+        return Error{"post-copy: the needed-pages bitmap has " + std::to_string(needed.size() * 8) + " bytes, " +
+                     std::to_string(pages) + " pages need " + std::to_string(words * 8)};
+    if (pages % 64 != 0 && (needed.back() >> (pages % 64)) != 0)
+        return Error{"post-copy: the needed-pages bitmap marks pages beyond guest RAM"};
+    if (page_digests.size() != pages || mem.private_file()) return Error{"post-copy: guest RAM is not a plain memfd"};
+
+    std::unique_ptr<PostcopyIncoming> pc(new PostcopyIncoming());
+    pc->t0_ = Clock::now();
+    pc->base_ = mem.regions().front().host;
+    pc->ram_size_ = mem.ram_size();
+    pc->pages_ = pages;
+    pc->needed_ = std::move(needed);
+    pc->digests_ = std::move(page_digests);
+    pc->arrived_ = std::make_unique<std::atomic<uint64_t>[]>(words);
+    pc->requested_ = std::make_unique<std::atomic<uint64_t>[]>(words);
+    pc->codec_ = std::make_unique<compress::CodecContext>(compress::CodecOptions{.cache_pages = cache_pages});
+
+    // The pre-copy copies of needed pages go: punched out, they are missing
+    // pages the userfaultfd reports.
+    for (uint64_t p = 0; p < pages;) {
+        if (!bit(pc->needed_, p)) {
+            ++p;
+            continue;
+        }
+        uint64_t q = p;
+        while (q < pages && bit(pc->needed_, q)) pc->digests_[q++] = 0;
+        pc->needed_count_ += q - p;
+        if (::fallocate(mem.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(p * kPage),
+                        static_cast<off_t>((q - p) * kPage)) != 0)
+            return Error::from_errno("post-copy: dropping the stale copies of needed pages");
+        p = q;
+    }
+
+    pc->uffd_ = base::UniqueFd(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+    if (!pc->uffd_.valid()) return Error::from_errno("post-copy: userfaultfd (needs root or vm.unprivileged_userfaultfd=1)");
+    uffdio_api api{};
+    api.api = UFFD_API;
+    api.features = UFFD_FEATURE_MISSING_SHMEM;
+    if (::ioctl(pc->uffd_.get(), UFFDIO_API, &api) != 0)
+        return Error::from_errno("post-copy: userfaultfd on shared memory (UFFD_FEATURE_MISSING_SHMEM) is not available");
+    uffdio_register reg{};
+    reg.range.start = reinterpret_cast<uintptr_t>(pc->base_);
+    reg.range.len = mem.ram_size();
+    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+    if (::ioctl(pc->uffd_.get(), UFFDIO_REGISTER, &reg) != 0)
+        return Error::from_errno("post-copy: registering guest RAM with userfaultfd");
+    if ((reg.ioctls & (1ull << _UFFDIO_COPY)) == 0) return Error{"post-copy: userfaultfd cannot copy into guest RAM"};
+    pc->stop_ = base::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!pc->stop_.valid()) return Error::from_errno("post-copy: eventfd");
+
+    pc->conn_ = std::move(conn);
+    PostcopyIncoming* self = pc.get();
+    pc->fault_thread_ = std::thread([self] { self->fault_loop(); });
+    pc->receive_thread_ = std::thread([self] { self->receive_loop(); });
+    log_phase("postcopy", std::to_string(pc->needed_count_) + " pages to come; guest RAM registered with userfaultfd");
+    return pc;
+}
+
+PostcopyIncoming::~PostcopyIncoming() {
+    {
+        std::lock_guard lock(mu_);
+        stopping_ = true;
+    }
+    conn_.shutdown();
+    if (receive_thread_.joinable()) receive_thread_.join();
+    release_faults();
+}
+
+Result<void> PostcopyIncoming::send_json(FrameType t, const json& j) {
+    std::lock_guard lock(send_mu_);
+    return conn_.send_json(t, j);
+}
+
+void PostcopyIncoming::on_failure(std::function<void(const std::string&)> fn) {
+    std::string already;
+    {
+        std::lock_guard lock(mu_);
+        if (failure_.empty()) {
+            on_failure_ = std::move(fn);
+            return;
+        }
+        already = failure_;
+    }
+    fn(already);
+}
+
+std::string PostcopyIncoming::failure() const {
+    std::lock_guard lock(mu_);
+    return failure_;
+}
+
+PostcopyIncoming::Figures PostcopyIncoming::figures() const {
+    std::lock_guard lock(mu_);
+    return Figures{needed_count_, requested_count_.load(), received_count_.load(), zero_filled_.load(), complete_ms_,
+                   done_};
+}
+
+bool PostcopyIncoming::wait_complete(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return done_ || !failure_.empty(); }) && done_;
+}
+
+// ---- faults -------------------------------------------------------------------
+
+void PostcopyIncoming::fault_loop() {
+    pthread_setname_np(pthread_self(), "popek-uffd");
+    std::array<uffd_msg, 64> msgs;
+    std::vector<uint64_t> wanted;
+    for (;;) {
+        pollfd fds[2] = {{uffd_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+        if (::poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        if (fds[1].revents != 0) return;
+        const ssize_t n = ::read(uffd_.get(), msgs.data(), sizeof msgs);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) continue;
+            return;
+        }
+        wanted.clear();
+        for (size_t i = 0; i < static_cast<size_t>(n) / sizeof(uffd_msg); ++i) {
+            if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
+            const uint64_t addr = msgs[i].arg.pagefault.address & ~(kPage - 1);
+            const uint64_t p = (addr - reinterpret_cast<uintptr_t>(base_)) / kPage;
+            if (addr < reinterpret_cast<uintptr_t>(base_) || p >= pages_) continue;
+            if (bit(needed_, p) && !bit(arrived_.get(), p)) {
+                const uint64_t mask = 1ull << (p % 64);
+                if ((requested_[p / 64].fetch_or(mask, std::memory_order_acq_rel) & mask) == 0) wanted.push_back(p);
+                continue;  // the page's arrival wakes the thread
+            }
+            // A page the destination keeps (a hole: zero), or one already
+            // placed (the event is stale, or it was zeroed since): zero-fill
+            // if it is missing, else just wake the thread.
+            uffdio_copy c{};
+            c.dst = addr;
+            c.src = reinterpret_cast<uintptr_t>(kZeroPage.data());
+            c.len = kPage;
+            if (::ioctl(uffd_.get(), UFFDIO_COPY, &c) == 0) {
+                ++zero_filled_;
+            } else if (errno == EEXIST) {
+                uffdio_range r{addr, kPage};
+                (void)::ioctl(uffd_.get(), UFFDIO_WAKE, &r);
+            }
+        }
+        for (size_t i = 0; i < wanted.size(); i += kMaxPageRequest) {
+            const size_t k = std::min(kMaxPageRequest, wanted.size() - i);
+            std::lock_guard lock(send_mu_);
+            if (!conn_.send(FrameType::PageRequest, encode_page_request(std::span(wanted).subspan(i, k))).ok()) {
+                conn_.shutdown();  // the receive thread reports it
+                return;
+            }
+        }
+        requested_count_ += wanted.size();
+    }
+}
+
+// ---- arrivals -----------------------------------------------------------------
+
+Result<void> PostcopyIncoming::place(uint64_t index, const uint8_t* page) {
+    digests_[index] = page_digest(index, page);
+    uffdio_copy c{};
+    c.dst = reinterpret_cast<uintptr_t>(base_) + index * kPage;
+    c.src = reinterpret_cast<uintptr_t>(page);
+    c.len = kPage;
+    for (;;) {
+        if (::ioctl(uffd_.get(), UFFDIO_COPY, &c) == 0) break;
+        if (errno == EAGAIN || errno == EINTR) {
+            c.copy = 0;
+            continue;
+        }
+        if (errno == EEXIST)
+            return Error{"post-copy: page " + std::to_string(index) + " was populated before it arrived"};
+        return Error::from_errno("post-copy: placing page " + std::to_string(index));
+    }
+    arrived_[index / 64].fetch_or(1ull << (index % 64), std::memory_order_acq_rel);
+    ++received_count_;
+    return {};
+}
+
+Result<bool> PostcopyIncoming::handle_frame(const Frame& f) {
+    switch (f.type) {
+        case FrameType::Pages: {
+            auto n = parse_page_batch(f.payload, [&](uint64_t index, std::span<const uint8_t> record) -> Result<void> {
+                if (index >= pages_ || !bit(needed_, index))
+                    return Error{"post-copy: the source sent page " + std::to_string(index) + ", which is not needed"};
+                alignas(64) std::array<uint8_t, kPage> page;
+                POPEK_TRY(compress::decode_page(record, index, compress::MutPage(page), *codec_));
+                if (bit(arrived_.get(), index)) return {};  // requested and pushed both: the first counts
+                return place(index, page.data());
+            });
+            if (!n) return n.error();
+            return false;
+        }
+        case FrameType::RoundEnd: {
+            POPEK_ASSIGN_OR_RETURN(json j, frame_json(f));
+            auto dg = j.find("digest");
+            if (!j.value("postcopy_end", false) || dg == j.end() || !dg->is_number_unsigned())
+                return Error{"post-copy: a round-end frame without postcopy_end and digest"};
+            if (received_count_.load() != needed_count_)
+                return Error{"post-copy: the source ended with " + std::to_string(needed_count_ - received_count_.load()) +
+                             " of " + std::to_string(needed_count_) + " needed pages missing"};
+            uffdio_range r{reinterpret_cast<uintptr_t>(base_), ram_size_};
+            if (::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &r) != 0)
+                return Error::from_errno("post-copy: unregistering guest RAM from userfaultfd");
+            const uint64_t mine = combine_page_digests(digests_);
+            const uint64_t theirs = dg->get<uint64_t>();
+            if (mine != theirs)
+                return Error{"post-copy: guest RAM digest " + std::to_string(mine) + " differs from the source's " +
+                             std::to_string(theirs)};
+            {
+                std::lock_guard lock(mu_);
+                complete_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0_).count();
+            }
+            const Figures fig = figures();
+            POPEK_TRY(send_json(FrameType::Reply,
+                                json{{"ok", true},
+                                     {"digest", mine},
+                                     {"postcopy", {{"needed_pages", fig.needed},
+                                                   {"pages_requested", fig.requested},
+                                                   {"pages_received", fig.received},
+                                                   {"pages_zero_filled", fig.zero_filled},
+                                                   {"complete_ms", fig.complete_ms}}}}));
+            log_phase("postcopy", "complete: " + std::to_string(fig.received) + " pages (" +
+                                      std::to_string(fig.requested) + " requested on demand, " +
+                                      std::to_string(fig.zero_filled) + " zero-filled) in " +
+                                      std::to_string(static_cast<int>(fig.complete_ms)) + " ms; digest " +
+                                      std::to_string(mine) + " matches the source's");
+            return true;
+        }
+        case FrameType::Abort: {
+            auto j = frame_json(f);
+            return Error{"the source aborted post-copy: " +
+                         (j.ok() ? j->value("error", std::string("no reason given")) : std::string("?"))};
+        }
+        default:
+            return Error{std::string("post-copy: the source sent an unexpected ") + frame_type_name(f.type) + " frame"};
+    }
+}
+
+void PostcopyIncoming::receive_loop() {
+    pthread_setname_np(pthread_self(), "popek-postcopy");
+    for (;;) {
+        auto f = conn_.receive(kSourceSilenceMs);
+        if (!f) {
+            fail("lost the source before every page arrived: " + f.error().message);
+            break;
+        }
+        auto r = handle_frame(*f);
+        if (!r) {
+            // Abort, not a refusing Reply: the source must not take it for a
+            // refusal before the VM ran here and resume.
+            (void)send_json(FrameType::Abort, json{{"error", r.error().message}});
+            fail(r.error().message);
+            break;
+        }
+        if (*r) {
+            std::lock_guard lock(mu_);
+            done_ = true;
+            cv_.notify_all();
+            break;
+        }
+    }
+    release_faults();
+}
+
+void PostcopyIncoming::fail(const std::string& why) {
+    std::function<void(const std::string&)> cb;
+    {
+        std::lock_guard lock(mu_);
+        if (stopping_) return;  // the VM ended first: nothing is lost
+        failure_ = why;
+        cb = on_failure_;
+        cv_.notify_all();
+    }
+    log_phase("failed", "post-copy: " + why);
+    if (cb) cb(why);
+}
+
+// Ends the fault thread and closes the userfaultfd: threads still blocked on
+// a missing page retry it as an ordinary (zero-filled) fault. After success
+// no page is missing; after a failure the VM is being stopped.
+void PostcopyIncoming::release_faults() {
+    if (released_) return;
+    released_ = true;
+    uint64_t one = 1;
+    (void)!::write(stop_.get(), &one, sizeof one);
+    if (fault_thread_.joinable()) fault_thread_.join();
+    uffd_.reset();
+}
+
+}  // namespace popek::migration
