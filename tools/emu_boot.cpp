@@ -120,6 +120,9 @@ int main(int argc, char** argv) {
     arch::x86::boot_cpu_state(*boot, regs, sregs);
     hv::emu::from_regs(cpu.state(), regs);
     hv::emu::from_sregs(cpu.state(), sregs);
+    // As `popek run` sets them: fast strings; MTRRs on, write-back by default.
+    (void)hv::emu::set_msr(cpu, 0x1a0, 1);
+    (void)hv::emu::set_msr(cpu, 0x2ff, (1u << 11) | 6);
     cpu.state_changed();
 
     const auto start = std::chrono::steady_clock::now();

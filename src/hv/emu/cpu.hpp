@@ -63,7 +63,7 @@ inline constexpr uint64_t SCE = 1ULL << 0, LME = 1ULL << 8, LMA = 1ULL << 10, NX
 
 // The MSRs the engine implements, by index.
 namespace msr {
-inline constexpr uint32_t TSC = 0x10, APIC_BASE = 0x1b, MTRRCAP = 0xfe;
+inline constexpr uint32_t TSC = 0x10, APIC_BASE = 0x1b, BIOS_SIGN_ID = 0x8b, MTRRCAP = 0xfe;
 inline constexpr uint32_t SYSENTER_CS = 0x174, SYSENTER_ESP = 0x175, SYSENTER_EIP = 0x176;
 inline constexpr uint32_t MISC_ENABLE = 0x1a0, PAT = 0x277, MTRR_DEF_TYPE = 0x2ff;
 inline constexpr uint32_t MTRR_PHYS_FIRST = 0x200, MTRR_PHYS_LAST = 0x20f;  // 8 base/mask pairs
