@@ -3,9 +3,10 @@
 // the CPU model still lacks. It loads the kernel with popek's own loader (the
 // code `popek run` uses), writes the same ACPI tables, and runs the boot CPU
 // from the 64-bit entry. COM1 output goes to stdout (a 16550 stub: THR
-// writes, LSR reads "transmitter empty"); it stops on HLT with interrupts
-// off, a triple fault, an internal error, an unimplemented instruction or the
-// instruction budget, and reports where and how fast.
+// writes, LSR reads "transmitter empty"); it stops on HLT (there is nothing
+// to wake the CPU), a triple fault, an internal error, an unimplemented
+// instruction, ACPI power-off or an i8042 reset, or the instruction budget,
+// and reports where and how fast.
 //
 //   popek_emu_boot KERNEL [--initrd FILE] [--cmdline STR] [--mem MiB] [--max-insns N]
 #include <Zydis/Zydis.h>
@@ -144,6 +145,14 @@ int main(int argc, char** argv) {
         if (x.kind == hv::ExitKind::Interrupted) continue;
         if (x.kind == hv::ExitKind::Io) {
             if (x.is_write) {
+                if (x.addr == arch::x86::kPortAcpiSleepControl && (x.data[0] & arch::x86::kAcpiSleepEnable) != 0) {
+                    why = "ACPI power-off";
+                    break;
+                }
+                if (x.addr == arch::x86::kPortI8042Cmd && x.data[0] == 0xfe) {
+                    why = "reset through the i8042";
+                    break;
+                }
                 if (x.addr == arch::x86::kPortCom1) {
                     const char c = static_cast<char>(x.data[0]);
                     std::fputc(c, stdout);

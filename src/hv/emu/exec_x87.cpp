@@ -312,6 +312,9 @@ Flow exec_frstor(Engine& e, const Insn& i) {
     return Flow::Next;
 }
 
+// FENI, FDISI and FSETPM: 8087/287 controls that later x87 units execute as no-ops.
+Flow exec_x87_legacy_nop(Engine& e, const Insn&) { return x87_available(e) ? Flow::Next : Flow::Fault; }
+
 }  // namespace
 
 void register_x87(HandlerTable& t) {
@@ -342,6 +345,9 @@ void register_x87(HandlerTable& t) {
     t.set(ZYDIS_MNEMONIC_FLDENV, exec_fldenv);
     t.set(ZYDIS_MNEMONIC_FNSAVE, exec_fnsave);
     t.set(ZYDIS_MNEMONIC_FRSTOR, exec_frstor);
+    t.set(ZYDIS_MNEMONIC_FENI8087_NOP, exec_x87_legacy_nop);
+    t.set(ZYDIS_MNEMONIC_FDISI8087_NOP, exec_x87_legacy_nop);
+    t.set(ZYDIS_MNEMONIC_FSETPM287_NOP, exec_x87_legacy_nop);
 }
 
 }  // namespace popek::hv::emu
