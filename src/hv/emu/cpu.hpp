@@ -63,7 +63,7 @@ inline constexpr uint64_t SCE = 1ULL << 0, LME = 1ULL << 8, LMA = 1ULL << 10, NX
 
 // The MSRs the engine implements, by index.
 namespace msr {
-inline constexpr uint32_t TSC = 0x10, APIC_BASE = 0x1b, MTRRCAP = 0xfe;
+inline constexpr uint32_t TSC = 0x10, APIC_BASE = 0x1b, BIOS_SIGN_ID = 0x8b, MTRRCAP = 0xfe;
 inline constexpr uint32_t SYSENTER_CS = 0x174, SYSENTER_ESP = 0x175, SYSENTER_EIP = 0x176;
 inline constexpr uint32_t MISC_ENABLE = 0x1a0, PAT = 0x277, MTRR_DEF_TYPE = 0x2ff;
 inline constexpr uint32_t MTRR_PHYS_FIRST = 0x200, MTRR_PHYS_LAST = 0x20f;  // 8 base/mask pairs
@@ -80,9 +80,9 @@ struct Xmm {
     bool operator==(const Xmm&) const = default;
 };
 
-// The x87 unit as FXSAVE sees it. The engine keeps the registers as raw
-// 80-bit values; it executes only the control instructions (FNINIT, FLDCW,
-// FNSTCW, FNSTSW, FWAIT) and saves/restores the rest.
+// The x87 unit as FXSAVE sees it: `st` in stack order (st[i] is ST(i), the
+// physical register (TOP + i) mod 8), `ftw` by physical register. Whatever
+// changes TOP without pushing or popping must rotate `st` (x87_set_top).
 struct X87 {
     uint16_t fcw = 0x37f;
     uint16_t fsw = 0;
@@ -91,6 +91,14 @@ struct X87 {
     uint64_t fip = 0, fdp = 0;
     std::array<std::array<uint8_t, 10>, 8> st{};
 };
+
+// Sets TOP (FSW bits 11-13), keeping every physical register's value.
+inline void x87_set_top(X87& f, unsigned top) {
+    const unsigned old = (f.fsw >> 11) & 7u;
+    const auto st = f.st;
+    for (unsigned k = 0; k < 8; ++k) f.st[k] = st[(k + top - old) & 7u];
+    f.fsw = static_cast<uint16_t>((f.fsw & ~0x3800u) | ((top & 7u) << 11));
+}
 
 struct Msrs {
     uint64_t star = 0, lstar = 0, cstar = 0, sfmask = 0;

@@ -142,6 +142,7 @@ bool read_msr(Engine& e, uint32_t index, uint64_t& v) {
     case msr::GS_BASE: v = s.seg[kGs].base; return true;
     case msr::KERNEL_GS_BASE: v = m.kernel_gs_base; return true;
     case msr::TSC_AUX: v = m.tsc_aux; return true;
+    case msr::BIOS_SIGN_ID: v = 0; return true;  // no microcode loaded
     default: return false;
     }
 }
@@ -209,6 +210,7 @@ bool write_msr(Engine& e, uint32_t index, uint64_t v) {
         if ((v >> 32) != 0) return false;
         m.tsc_aux = v;
         return true;
+    case msr::BIOS_SIGN_ID: return true;  // Linux clears it before reading the microcode revision
     default: return false;
     }
 }

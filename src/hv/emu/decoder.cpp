@@ -142,6 +142,11 @@ DecodeStatus Decoder::decode(const uint8_t* bytes, size_t avail, CodeMode mode, 
     out.addrsize = static_cast<uint8_t>(zi.address_width / 8);
     out.opcode = zi.opcode;
     out.cond = static_cast<uint8_t>(zi.opcode & 0xf);
+    // x87 instructions (D8..DF) keep their ModRM byte there instead: it selects the form.
+    if (zi.opcode_map == ZYDIS_OPCODE_MAP_DEFAULT && zi.opcode >= 0xd8 && zi.opcode <= 0xdf &&
+        (zi.attributes & ZYDIS_ATTRIB_HAS_MODRM) != 0) {
+        out.cond = static_cast<uint8_t>((zi.raw.modrm.mod << 6) | (zi.raw.modrm.reg << 3) | zi.raw.modrm.rm);
+    }
     const ZydisInstructionAttributes a = zi.attributes;
     if (a & ZYDIS_ATTRIB_HAS_REP || a & ZYDIS_ATTRIB_HAS_REPE) out.flags |= insn_flags::Rep;
     if (a & ZYDIS_ATTRIB_HAS_REPNE) out.flags |= insn_flags::Repne;

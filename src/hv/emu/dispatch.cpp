@@ -13,6 +13,7 @@ void register_handlers(HandlerTable& t) {
     register_segment(t);
     register_interrupts(t);
     register_sse(t);
+    register_x87(t);
 }
 
 }  // namespace popek::hv::emu

@@ -48,6 +48,7 @@ struct EngineStats {
     uint64_t blocks_decoded = 0;
     uint64_t exceptions = 0;
     uint16_t last_unimplemented = 0;  // ZydisMnemonic of the last unimplemented instruction seen
+    uint64_t last_unimplemented_rip = 0;  // and its RIP
 };
 
 class Engine {
@@ -102,7 +103,10 @@ public:
     // Delivers an event through the IDT (or IVT in real mode), RIP of the
     // interrupted context = return_rip. False if delivery faulted (pending).
     bool deliver_event(uint8_t vector, bool has_error, uint32_t error, bool software, uint64_t return_rip);
-    void note_unimplemented(uint16_t mnemonic) { stats_.last_unimplemented = mnemonic; }
+    void note_unimplemented(uint16_t mnemonic) {
+        stats_.last_unimplemented = mnemonic;
+        stats_.last_unimplemented_rip = s.rip;
+    }
     void set_exit(const RunExit& e) { exit_ = e; }
     uint8_t* io_data() { return io_data_.data(); }
     // Port I/O permission (IOPL, then the TSS I/O bitmap); raises #GP if denied.

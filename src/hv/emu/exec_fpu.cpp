@@ -1,6 +1,6 @@
-// FXSAVE/FXRSTOR, LDMXCSR/STMXCSR and the x87 control instructions the
-// kernel and libc use (FNINIT, FLDCW, FNSTCW, FNSTSW, FNCLEX, FWAIT). x87
-// arithmetic is not implemented: its registers are only saved and restored.
+// FXSAVE/FXRSTOR, LDMXCSR/STMXCSR and the x87 control instructions
+// (FNINIT, FLDCW, FNSTCW, FNSTSW, FNCLEX, FWAIT). x87 arithmetic and the
+// environment instructions are in exec_x87.cpp.
 #include "hv/emu/sse.hpp"
 
 namespace popek::hv::emu {
@@ -90,6 +90,7 @@ Flow exec_stmxcsr(Engine& e, const Insn& i) {
 Flow exec_fninit(Engine& e, const Insn&) {
     if (!x87_available(e)) return Flow::Fault;
     X87& f = e.s.x87;
+    x87_set_top(f, 0);
     f.fcw = 0x37f;
     f.fsw = 0;
     f.ftw = 0;
@@ -124,6 +125,9 @@ Flow exec_fnclex(Engine& e, const Insn&) {
 
 Flow exec_fwait(Engine& e, const Insn&) {
     if ((e.s.cr0 & (cr0::MP | cr0::TS)) == (cr0::MP | cr0::TS)) return e.raise(kVecNM);
+    // A pending unmasked x87 exception (ES, or a flag the control word unmasks) is reported here.
+    const X87& f = e.s.x87;
+    if ((f.fsw & 0x80) != 0 || (f.fsw & ~f.fcw & 0x3f) != 0) return e.raise(kVecMF);
     return Flow::Next;
 }
 

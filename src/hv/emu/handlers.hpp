@@ -16,6 +16,7 @@ void register_system(HandlerTable&);   // exec_system.cpp: CRs, DRs, MSRs, CPUID
 void register_segment(HandlerTable&);  // segments.cpp: descriptor tables, segment loads, SYSCALL/SYSRET, IRET, INT
 void register_interrupts(HandlerTable&);  // interrupts.cpp: INT n, IRET, SYSCALL/SYSRET, SWAPGS, far RET
 void register_sse(HandlerTable&);      // exec_sse.cpp: SSE/SSE2 moves and integer ops, FXSAVE, x87 control
+void register_x87(HandlerTable&);      // exec_x87.cpp: x87 arithmetic, loads/stores, FNSTENV/FLDENV/FNSAVE/FRSTOR
 
 // String MOVSD/CMPSD (the SSE2 scalar instructions share their mnemonics).
 Flow exec_string_movsd(Engine& e, const Insn& i);

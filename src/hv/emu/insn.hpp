@@ -51,7 +51,7 @@ struct Insn {
     uint8_t opsize = 0;     // operand size in bytes
     uint8_t addrsize = 0;   // address size in bytes
     uint8_t flags = 0;      // insn_flags
-    uint8_t cond = 0;       // condition code 0..15 of Jcc/SETcc/CMOVcc (x86 numbering)
+    uint8_t cond = 0;       // condition code 0..15 of Jcc/SETcc/CMOVcc (x86 numbering); x87 (D8..DF): ModRM
     uint8_t seg = 3;        // segment of implicit memory operands (string source): DS or the override
     uint8_t nops = 0;       // visible operands
     uint8_t opcode = 0;     // Zydis opcode byte (distinguishes forms where needed)
