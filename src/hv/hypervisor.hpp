@@ -145,5 +145,7 @@ public:
 
 // The KVM backend, opened on `device` (normally /dev/kvm).
 base::Result<std::unique_ptr<Hypervisor>> open_kvm(const std::string& device);
+// The emulation backend (hv/emu_backend): the x86-64 engine, no /dev/kvm needed.
+base::Result<std::unique_ptr<Hypervisor>> open_emu();
 
 }  // namespace popek::hv
