@@ -24,6 +24,11 @@
 namespace popek::hv::emu {
 
 inline constexpr const char* kBackendName = "emu";
+
+// Host TSC ticks per second, measured once against CLOCK_MONOTONIC.
+uint64_t host_tsc_hz();
+// Host monotonic time in nanoseconds.
+uint64_t now_ns();
 inline constexpr uint32_t kMaxEmuVcpus = 32;
 
 class EmuHypervisor final : public Hypervisor {
@@ -103,6 +108,9 @@ public:
     Platform& platform() { return *platform_; }
     EngineBarrier& barrier() { return barrier_; }
     [[nodiscard]] uint64_t tsc_hz() const { return tsc_hz_; }
+    // The platform's clock (timers): host monotonic time, shifted on restore
+    // so that it goes on from the saved VM's clock.
+    [[nodiscard]] uint64_t guest_ns() const { return now_ns() + clock_offset_.load(std::memory_order_relaxed); }
     // The generation of the engines' cached write permissions: a vCPU whose
     // engine saw an older one flushes its TLB before running.
     [[nodiscard]] uint64_t tlb_generation() const { return tlb_gen_.load(std::memory_order_acquire); }
@@ -134,6 +142,7 @@ private:
     std::unique_ptr<Platform> platform_;
     EngineBarrier barrier_;
     std::atomic<uint64_t> tlb_gen_{0};
+    std::atomic<uint64_t> clock_offset_{0};
 
     std::mutex mu_;  // slots, vCPUs, ioeventfds, batched ports, routes, irqfds
     std::vector<Slot> slots_;
@@ -186,6 +195,7 @@ private:
     enum class Handled { No, Yes };
     Handled handle_internally(RunExit& e);
     void sync_with_vm();
+    void sync_apic_base();
     uint64_t tick_timers(uint64_t now);
     void wait_for_event(bool halted);
     bool handle_startup();
@@ -197,6 +207,7 @@ private:
     std::unique_ptr<CpuInterrupts> interrupts_;
     std::atomic<bool> exit_requested_{false};
     uint64_t tlb_gen_seen_ = 0;
+    uint64_t apic_base_seen_ = 0;
 
     std::mutex wake_mu_;
     std::condition_variable wake_cv_;
@@ -216,10 +227,5 @@ private:
     bool wait_for_sipi_ = false;
     uint64_t next_timer_ns_ = 0;  // earliest deadline of this CPU's and the VM's timers
 };
-
-// Host TSC ticks per second, measured once against CLOCK_MONOTONIC.
-uint64_t host_tsc_hz();
-// Monotonic guest clock in nanoseconds (the platform's time base).
-uint64_t now_ns();
 
 }  // namespace popek::hv::emu

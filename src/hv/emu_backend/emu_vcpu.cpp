@@ -49,10 +49,9 @@ EmuVcpu::EmuVcpu(EmuVm& vm, uint32_t index) : vm_(vm), index_(index), engine_(vm
     engine_.set_code_write_hook([this](uint64_t page) { vm_.broadcast_code_write(index_, page); });
     // As under KVM with an in-kernel LAPIC, application processors wait for
     // INIT and start-up IPIs; the BSP runs from the state the VMM sets.
-    if (index_ != 0) {
-        wait_for_sipi_ = true;
-        engine_.s.msrs.apic_base &= ~(1ULL << 8);  // not the BSP
-    }
+    if (index_ != 0) wait_for_sipi_ = true;
+    engine_.s.msrs.apic_base = ci.apic_base();
+    apic_base_seen_ = engine_.s.msrs.apic_base;
     tlb_gen_seen_ = vm_.tlb_generation();
 }
 
@@ -90,6 +89,17 @@ void EmuVcpu::queue_code_drop(uint64_t page) {
     engine_.request_exit();  // drop them before the next block
 }
 
+// WRMSR IA32_APIC_BASE lands in the engine's MSRs; the LAPIC model decides
+// (a refused value is undone: the guest reads back what the LAPIC has).
+void EmuVcpu::sync_apic_base() {
+    uint64_t& base = engine_.s.msrs.apic_base;
+    if (base == apic_base_seen_) return;
+    CpuInterrupts& ci = vm_.platform().cpu(index_);
+    (void)ci.set_apic_base(base);
+    base = ci.apic_base();
+    apic_base_seen_ = base;
+}
+
 // What other threads changed while the engine was stopped: code pages other
 // engines wrote, and the dirty log's generation (flush cached write permissions).
 void EmuVcpu::sync_with_vm() {
@@ -102,6 +112,7 @@ void EmuVcpu::sync_with_vm() {
         }
         for (uint64_t page : drops) engine_.drop_code_page(page);
     }
+    sync_apic_base();
     const uint64_t gen = vm_.tlb_generation();
     if (gen != tlb_gen_seen_) {
         tlb_gen_seen_ = gen;
@@ -126,7 +137,7 @@ void EmuVcpu::wait_for_event(bool halted) {
     CpuInterrupts& ci = vm_.platform().cpu(index_);
     for (;;) {
         if (vmm_wants_exit()) return;
-        const uint64_t now = now_ns();
+        const uint64_t now = vm_.guest_ns();
         const uint64_t deadline = tick_timers(now);
         if (halted && ci.has_wake_event((engine_.s.rflags & rflags::IF) != 0)) return;
         if (!halted && ci.has_startup_event()) return;
@@ -176,7 +187,7 @@ EmuVcpu::Handled EmuVcpu::handle_internally(RunExit& e) {
         if (e.is_write) {
             const uint64_t v = load(e.data, e.size);
             if (vm_.signal_ioeventfd(e.addr, e.size, true)) return Handled::Yes;
-            if (p.pio_write(port, e.size, static_cast<uint32_t>(v), now_ns())) return Handled::Yes;
+            if (p.pio_write(port, e.size, static_cast<uint32_t>(v), vm_.guest_ns())) return Handled::Yes;
             if (vm_.batched_port(port)) {
                 Batched b{port, e.size, {}};
                 std::memcpy(b.data.data(), e.data, std::min<size_t>(e.size, b.data.size()));
@@ -186,17 +197,18 @@ EmuVcpu::Handled EmuVcpu::handle_internally(RunExit& e) {
             return Handled::No;
         }
         uint32_t v = 0;
-        if (!p.pio_read(port, e.size, v, now_ns())) return Handled::No;
+        if (!p.pio_read(port, e.size, v, vm_.guest_ns())) return Handled::No;
         std::memcpy(e.data, &v, std::min<size_t>(e.size, 4));
         return Handled::Yes;
     }
     if (e.kind == ExitKind::Mmio) {
+        sync_apic_base();
         if (e.is_write) {
-            if (p.mmio_write(index_, e.addr, e.size, load(e.data, e.size), now_ns())) return Handled::Yes;
+            if (p.mmio_write(index_, e.addr, e.size, load(e.data, e.size), vm_.guest_ns())) return Handled::Yes;
             return vm_.signal_ioeventfd(e.addr, e.size, false) ? Handled::Yes : Handled::No;
         }
         uint64_t v = 0;
-        if (!p.mmio_read(index_, e.addr, e.size, v, now_ns())) return Handled::No;
+        if (!p.mmio_read(index_, e.addr, e.size, v, vm_.guest_ns())) return Handled::No;
         std::memcpy(e.data, &v, std::min<size_t>(e.size, 8));
         return Handled::Yes;
     }
@@ -213,7 +225,7 @@ Result<VcpuExit> EmuVcpu::run() {
                 continue;
             }
         }
-        const uint64_t now = now_ns();
+        const uint64_t now = vm_.guest_ns();
         if (now >= next_timer_ns_) tick_timers(now);
 
         vm_.barrier().enter_shared();

@@ -261,7 +261,7 @@ Result<VmState> EmuVm::save_state() {
     VmState st;
     st.backend = kBackendName;
     st.blobs = platform_->save();
-    st.clock_ns = now_ns();
+    st.clock_ns = guest_ns();
     return st;
 }
 
@@ -271,6 +271,7 @@ Result<void> EmuVm::restore_state(const VmState& st) {
                      "' backend; the emu backend cannot restore it (use --engine " + st.backend + ")"};
     std::string error;
     if (!platform_->restore(st.blobs, error)) return Error{error};
+    clock_offset_.store(st.clock_ns - now_ns(), std::memory_order_relaxed);
     return {};
 }
 

@@ -16,6 +16,10 @@
 
 #include "hv/emu/engine.hpp"
 
+namespace popek::hv::emu::platform {
+struct InterruptMessage;
+}
+
 namespace popek::hv::emu {
 
 inline constexpr uint64_t kLapicDefaultBase = 0xfee00000;
@@ -42,6 +46,9 @@ public:
     int take_sipi();
     // An INIT or start-up IPI is waiting.
     [[nodiscard]] bool has_startup_event();
+    // IA32_APIC_BASE as the LAPIC has it; false: the value is refused.
+    [[nodiscard]] uint64_t apic_base() const;
+    bool set_apic_base(uint64_t value);
     // The LAPIC's register page (xAPIC MMIO) at the current IA32_APIC_BASE.
     [[nodiscard]] bool in_lapic_page(uint64_t gpa) const;
     uint32_t lapic_read(uint32_t offset, uint64_t now);
@@ -50,7 +57,7 @@ public:
     [[nodiscard]] uint64_t next_timer_ns();
     void tick(uint64_t now);
     void set_lints_firmware_default();
-    // Snapshot: the 1 KiB register page plus the timer state.
+    // Snapshot: the 1 KiB register page, IA32_APIC_BASE, timer and pending events.
     [[nodiscard]] std::vector<uint8_t> save();
     bool restore(std::span<const uint8_t>);
 
@@ -76,7 +83,9 @@ public:
     bool pio_read(uint16_t port, unsigned size, uint32_t& value, uint64_t now);
     bool pio_write(uint16_t port, unsigned size, uint32_t value, uint64_t now);
 
-    // Interrupt lines and messages (any thread).
+    // Interrupt lines and messages (any thread). route() hands a message to
+    // every local APIC that accepts it (lowest priority: the first one).
+    void route(const platform::InterruptMessage& m);
     void set_gsi(uint32_t gsi, bool level);
     void deliver_msi(uint64_t address, uint32_t data);
 
