@@ -105,11 +105,11 @@ void CpuInterrupts::lapic_write(uint32_t offset, uint32_t value, uint64_t now) {
 uint64_t CpuInterrupts::next_timer_ns() { return impl_->lapic.next_timer_ns(); }
 void CpuInterrupts::tick(uint64_t now) { impl_->lapic.tick(now, __rdtsc()); }
 
-void CpuInterrupts::set_lints_firmware_default() {
-    // LINT0 ExtINT (the PIC), LINT1 NMI, both edge and unmasked, as firmware leaves them.
-    impl_->lapic.write(plat::Lapic::kLvtLint0, 0x700, 0);
-    impl_->lapic.write(plat::Lapic::kLvtLint1, 0x400, 0);
-}
+// The model's reset state is already what firmware leaves: the BSP in
+// virtual-wire mode (LINT0 ExtINT, the only CPU the PIC's INTR reaches).
+// Writing the LVTs here would not do: while the APIC is software-disabled
+// (SVR at reset) a written LVT entry stays masked.
+void CpuInterrupts::set_lints_firmware_default() {}
 
 std::vector<uint8_t> CpuInterrupts::save() { return impl_->lapic.save(); }
 bool CpuInterrupts::restore(std::span<const uint8_t> blob) { return impl_->lapic.restore(blob); }
