@@ -44,12 +44,21 @@ TEST(EmuPlatformLapic, ResetState) {
     EXPECT_EQ(a.next_timer_ns(), UINT64_MAX);
 }
 
-TEST(EmuPlatformLapic, IdAndVersionAreReadOnly) {
+TEST(EmuPlatformLapic, IdWritableVersionReadOnly) {
     Enabled a(2);
-    a.write(L::kId, 7u << 24, 0);
     a.write(L::kVersion, 0, 0);
-    EXPECT_EQ(a.read(L::kId, 0), 2u << 24);
     EXPECT_EQ(a.read(L::kVersion, 0), 0x00050014u);
+    a.write(L::kId, 0x07abcdef, 0);
+    EXPECT_EQ(a.read(L::kId, 0), 7u << 24);
+    EXPECT_EQ(a.id(), 7u);
+    InterruptMessage m = fixed(0x40);
+    m.dest = 7;
+    EXPECT_TRUE(a.accepts(m));
+    m.dest = 2;
+    EXPECT_FALSE(a.accepts(m));
+    a.init_reset();  // INIT keeps the id
+    EXPECT_EQ(a.id(), 7u);
+    EXPECT_EQ(a.read(L::kSvr, 0), 0xffu);
 }
 
 TEST(EmuPlatformLapic, FixedInterruptIrrIsrEoi) {
@@ -493,9 +502,11 @@ TEST(EmuPlatformLapic, SaveRestoreRoundTrip) {
     EXPECT_EQ(b.acknowledge(), 0x44);
     b.tick(800, 0);
     EXPECT_EQ(b.next_timer_ns(), 1500u);
-    // Another APIC id or BSP flag is refused, and leaves the APIC alone.
+    // The APIC id is a (writable) register: it comes with the state.
     Lapic c(3, false, kTscHz, kBusHz);
-    EXPECT_FALSE(c.restore(blob));
+    ASSERT_TRUE(c.restore(blob));
+    EXPECT_EQ(c.id(), 2u);
+    // Another BSP flag is refused, and leaves the APIC alone.
     Lapic d(2, true, kTscHz, kBusHz);
     EXPECT_FALSE(d.restore(blob));
     EXPECT_EQ(d.read(L::kSvr, 0), 0xffu);

@@ -56,12 +56,15 @@ private:
 
     uint64_t counter_at(uint64_t now_ns) const;
     uint64_t read64(uint32_t reg, uint64_t now_ns) const;
-    void write64(uint32_t reg, uint64_t value, uint64_t mask, uint64_t now_ns,
-                 std::vector<Effect>& fx);
+    void write64(uint32_t reg, uint64_t value, uint64_t mask, uint64_t now_ns, std::vector<Effect>& fx);
+    void write_timer_config(unsigned n, uint64_t value, std::vector<Effect>& fx);
     void arm(unsigned n, uint64_t now_ns);
-    void rearm_all(uint64_t now_ns);
+    void advance_periodic(unsigned n, uint64_t counter);
     unsigned line_of(unsigned n) const;
+    void set_line(unsigned n, bool level, std::vector<Effect>& fx);
     void fire(unsigned n, std::vector<Effect>& fx);
+    void deassert_all(std::vector<Effect>& fx);
+    void reassert_all(std::vector<Effect>& fx);
     void run(const std::vector<Effect>& fx);
 
     mutable std::mutex mu_;

@@ -69,6 +69,7 @@ Lapic::Lapic(uint32_t apic_id, bool bsp, uint64_t tsc_hz, uint64_t bus_hz)
       tsc_hz_(tsc_hz ? tsc_hz : 1),
       bus_hz_(bus_hz ? bus_hz : 1),
       apic_base_(kDefaultBase | kBaseEnable | (bsp ? kBaseBsp : 0)) {
+    set_reg(kId, id_ << 24);
     reset_registers();
 }
 
@@ -115,8 +116,10 @@ bool Lapic::enabled() const {
 }
 
 void Lapic::reset_registers() {
+    // INIT and a global disable keep the APIC id (SDM 11.4.7.3).
+    const uint32_t id = reg(kId);
     regs_.fill(0);
-    set_reg(kId, id_ << 24);
+    set_reg(kId, id);
     set_reg(kVersion, kVersionValue);
     set_reg(kDfr, 0xffffffff);
     set_reg(kSvr, 0xff);
@@ -173,14 +176,14 @@ bool Lapic::accepts(const InterruptMessage& msg) const {
     std::lock_guard lock(mu_);
     if (!(apic_base_ & kBaseEnable)) return false;
     switch (msg.shorthand) {
-    case kSelf: return msg.source_apic == id_;
+    case kSelf: return msg.source_apic == reg(kId) >> 24;
     case kAllIncludingSelf: return true;
-    case kAllExcludingSelf: return msg.source_apic != id_;
+    case kAllExcludingSelf: return msg.source_apic != reg(kId) >> 24;
     default: break;
     }
     const uint32_t dest = msg.dest & 0xff;
     if (dest == 0xff) return true;  // broadcast, physical or logical
-    if (!msg.logical) return dest == id_;
+    if (!msg.logical) return dest == reg(kId) >> 24;
     const uint32_t ldr = reg(kLdr) >> 24;
     if ((reg(kDfr) >> 28) == 0xf) return (ldr & dest) != 0;  // flat model
     // Cluster model: high nibble is the cluster, low nibble a member mask.
@@ -313,6 +316,13 @@ void Lapic::init_reset() {
     extint_pending_ = false;
 }
 
+uint32_t Lapic::id() const {
+    std::lock_guard lock(mu_);
+    return reg(kId) >> 24;
+}
+
+bool Lapic::is_bsp() const { return bsp_; }
+
 // ---- IA32_APIC_BASE ----
 
 uint64_t Lapic::apic_base() const {
@@ -377,7 +387,10 @@ uint32_t Lapic::current_count(uint64_t now_ns) const {
 void Lapic::tick_locked(uint64_t now_ns, uint64_t now_tsc, Effects& fx) {
     if (!(apic_base_ & kBaseEnable)) return;
     if (timer_mode() == kTimerTscDeadline) {
-        if (timer_.deadline_tsc != 0 && now_tsc >= timer_.deadline_tsc) {
+        // Either clock reaching the deadline fires it, so a caller whose TSC
+        // and ns arguments round differently never sees next_timer_ns() in
+        // the past after a tick().
+        if (timer_.deadline_tsc != 0 && (now_tsc >= timer_.deadline_tsc || now_ns >= timer_.deadline_ns)) {
             timer_.deadline_tsc = 0;
             timer_.deadline_ns = UINT64_MAX;
             fire_lvt(kLvtTimer, fx);
@@ -526,13 +539,17 @@ void Lapic::write_locked(uint32_t offset, uint32_t value, uint64_t now_ns, Effec
         break;
     }
     case kId:
+        // Writable in xAPIC mode (as on hardware and KVM); the router uses
+        // the register, so an OS that renumbers APICs keeps working.
+        set_reg(kId, value & 0xff000000);
+        break;
     case kVersion:
     case kApr:
     case kPpr:
     case kRrd:
     case kTimerCurrent:
     case kLvtCmci:
-        break;  // read-only (the APIC id included) or absent
+        break;  // read-only or absent
     default:
         if ((offset >= kIsr && offset < kIrr + 0x80)) break;  // ISR/TMR/IRR: read-only
         raise_error(kEsrIllegalRegister, fx);
@@ -560,7 +577,7 @@ void Lapic::send_ipi(Effects& fx) {
     m.level = (lo >> 15) & 1;
     m.shorthand = static_cast<uint8_t>((lo >> 18) & 3);
     m.dest = reg(kIcrHigh) >> 24;
-    m.source_apic = id_;
+    m.source_apic = reg(kId) >> 24;
     if (!m.level) m.assert = true;  // edge-triggered IPIs always assert
     if ((m.delivery_mode == kFixed || m.delivery_mode == kLowestPriority) && m.vector < 16) {
         raise_error(kEsrSendIllegalVector, fx);
@@ -612,7 +629,7 @@ bool Lapic::restore(std::span<const uint8_t> blob) {
         return v;
     };
     bool ok = (base & ~kBaseWritable) == 0 && ((base & kBaseBsp) != 0) == bsp_ &&
-              get(kId) == (id_ << 24) && get(kVersion) == kVersionValue && (get(kTpr) & ~0xffu) == 0 &&
+              (get(kId) & 0x00ffffffu) == 0 && get(kVersion) == kVersionValue && (get(kTpr) & ~0xffu) == 0 &&
               (get(kLdr) & 0x00ffffffu) == 0 && (get(kDfr) | 0xf0000000u) == 0xffffffffu && (get(kSvr) & ~0x3ffu) == 0 &&
               (get(kIcrLow) & ~kIcrLowBits) == 0 && (get(kIcrHigh) & 0x00ffffffu) == 0 &&
               (get(kTimerDivide) & ~0xbu) == 0 && (esr_pending & ~0xffu) == 0 && (get(kEsr) & ~0xffu) == 0 &&
