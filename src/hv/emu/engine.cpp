@@ -182,11 +182,15 @@ void Engine::deliver_pending_exception() {
 }
 
 void Engine::poll_interrupt_source() {
-    if (source_ == nullptr) return;
-    if (!nmi_pending_ && source_->take_nmi()) nmi_pending_ = true;
-    if (irq_pending_ || (s.rflags & rflags::IF) == 0 || s.interrupt_shadow) return;  // asked again once IF allows
     // Cleared before asking: an event the source gets after the answer hints again.
     irq_hint_.store(false, std::memory_order_seq_cst);
+    if (source_ == nullptr) return;
+    if (!nmi_pending_ && source_->take_nmi()) nmi_pending_ = true;
+    if (irq_pending_ || (s.rflags & rflags::IF) == 0 || s.interrupt_shadow) {
+        irq_deferred_ = true;  // asked again once an interrupt can be taken
+        return;
+    }
+    irq_deferred_ = false;
     const int v = source_->acknowledge_interrupt();
     if (v >= 0) {
         irq_pending_ = true;
@@ -215,7 +219,10 @@ RunExit Engine::run(uint64_t max_instructions) {
         if (exit_requested_.load(std::memory_order_relaxed) || executed >= max_instructions) {
             return RunExit{};
         }
-        if (irq_hint_.load(std::memory_order_relaxed)) poll_interrupt_source();
+        if (irq_hint_.load(std::memory_order_relaxed) ||
+            (irq_deferred_ && !irq_pending_ && (s.rflags & rflags::IF) != 0 && !s.interrupt_shadow)) {
+            poll_interrupt_source();
+        }
         if (nmi_pending_ && !nmi_blocked_ && !s.interrupt_shadow) {
             nmi_pending_ = false;
             nmi_blocked_ = true;

@@ -305,6 +305,7 @@ private:
     std::atomic<bool> exit_requested_{false};
     std::atomic<bool> irq_hint_{false};
     InterruptSource* source_ = nullptr;
+    bool irq_deferred_ = false;  // the source was hinted while interrupts were blocked
     std::function<void(uint64_t)> code_write_hook_;
     void poll_interrupt_source();
     bool irq_pending_ = false;

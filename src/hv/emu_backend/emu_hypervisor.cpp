@@ -51,7 +51,16 @@ uint64_t host_tsc_hz() {
     return hz;
 }
 
-base::Result<std::vector<CpuidEntry>> EmuHypervisor::supported_cpuid() { return emu::supported_cpuid(); }
+// The engine's own leaves plus what the backend's platform adds: the local
+// APIC (CPUID.1:EDX bit 9). Not TSC-deadline: the engine has no hook for
+// IA32_TSC_DEADLINE yet, so the guest uses the APIC timer's other modes.
+base::Result<std::vector<CpuidEntry>> EmuHypervisor::supported_cpuid() {
+    std::vector<CpuidEntry> entries = emu::supported_cpuid();
+    for (CpuidEntry& e : entries) {
+        if (e.function == 1) e.edx |= 1u << 9;
+    }
+    return entries;
+}
 
 base::Result<std::unique_ptr<Vm>> EmuHypervisor::create_vm(const VmOptions& opts) {
     if (opts.vcpu_count == 0 || opts.vcpu_count > kMaxEmuVcpus)
