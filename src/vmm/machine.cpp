@@ -93,6 +93,11 @@ Result<void> Machine::build(const VmConfig& cfg, const LoadedSnapshot* snapshot)
         if (!mem) return mem.error();
         memory_ = std::move(mem).value();
     }
+    // A backend that caches decoded guest code must see the devices' writes.
+    if (hv_->name() == "emu") {
+        hv::Vm* vm = vm_.get();
+        memory_.set_write_observer([vm](uint64_t gpa, uint64_t len) { vm->host_wrote(gpa, len); });
+    }
     // Registering RAM with the hypervisor takes milliseconds on some hosts
     // (~5 ms under KVM-PVM) and nothing below needs it until the vCPUs run,
     // so it overlaps with loading the kernel and building devices and vCPUs.

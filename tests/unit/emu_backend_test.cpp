@@ -245,6 +245,18 @@ TEST(EmuBackend, LevelTriggeredGsiThroughTheIoapic) {
     EXPECT_EQ(r->kind, ExitKind::Interrupted);
 }
 
+TEST(EmuBackend, HostWritesOverDecodedCodeAreSeen) {
+    // out 0xF0; jmp back: the out's block is decoded and cached.
+    EmuGuest g({0xE6, 0xF0, 0xEB, 0xFC});
+    EXPECT_EQ(g.run_to_port().addr, 0xF0u);
+    EXPECT_EQ(g.run_to_port().addr, 0xF0u);
+    // A device rewrites the port number behind the engine's back (DMA) and
+    // tells the VM, as GuestMemory's write observer does.
+    g.ram()[kCode + 1] = 0xF5;
+    g.vm().host_wrote(kCode, 2);
+    EXPECT_EQ(g.run_to_port().addr, 0xF5u) << "a stale decoded block ran";
+}
+
 TEST(EmuBackend, StateRoundTripsAndOtherBackendsStateIsRefused) {
     EmuGuest g(pic_guest());
     EXPECT_EQ(g.run_to_port().addr, 0xF2u);  // no ioeventfd here: a plain port exit

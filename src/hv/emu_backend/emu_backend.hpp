@@ -100,6 +100,7 @@ public:
     base::Result<void> start_dirty_log() override;
     base::Result<std::vector<SlotDirtyLog>> fetch_dirty_log() override;
     base::Result<void> stop_dirty_log() override;
+    void host_wrote(uint64_t gpa, uint64_t len) override;
     base::Result<VmState> save_state() override;
     base::Result<void> restore_state(const VmState&) override;
 

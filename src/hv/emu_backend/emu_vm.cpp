@@ -203,6 +203,19 @@ void EmuVm::broadcast_code_write(uint32_t from, uint64_t page) {
         if (v->index() != from) v->queue_code_drop(page);
 }
 
+// Device DMA into a page that holds decoded code: every engine drops its
+// blocks there before its next block (queued, plus a kick).
+void EmuVm::host_wrote(uint64_t gpa, uint64_t len) {
+    if (len == 0) return;
+    const uint64_t end = gpa + len < gpa ? UINT64_MAX : gpa + len;
+    for (uint64_t page = gpa & kPageMask; page < end; page += kPageSize) {
+        if (!mem_.is_code_page(page)) continue;
+        mem_.set_code_page(page, false);
+        broadcast_code_write(UINT32_MAX, page);
+        if (page > UINT64_MAX - kPageSize) break;
+    }
+}
+
 void EmuVm::kick_all() {
     std::lock_guard lock(mu_);
     for (EmuVcpu* v : vcpus_) v->kick();
