@@ -117,6 +117,10 @@ int main(int argc, char** argv) {
     run->add_option("--memory", memory, "Guest RAM, e.g. 256M or 2G")->default_val("256M");
     run->add_option("--serial", serial, "Serial console: stdio, file:PATH, pty or none")->default_val("stdio");
     run->add_option("--kvm-device", cfg.kvm_device, "KVM device node")->default_val("/dev/kvm");
+    std::string engine = "auto", restore_engine = "auto";
+    run->add_option("--engine", engine,
+                    "Hypervisor backend: kvm, emu (the emulation engine) or auto (kvm when the KVM device opens)")
+        ->default_val("auto");
     std::vector<std::string> disks, nets;
     std::string console = "serial";
     run->add_option("--disk", disks, "virtio-blk disk: PATH[,readonly=on][,id=NAME][,engine=io_uring|sync][,queues=N]");
@@ -135,6 +139,9 @@ int main(int argc, char** argv) {
                       "Read all guest memory before running (default: map it copy-on-write, load on first touch)");
     restore->add_option("--serial", restore_opts.serial, "Serial console: stdio, file:PATH, pty or none (default: as saved)");
     restore->add_option("--api-sock", restore_api_sock, "Serve the control API on this Unix socket");
+    restore->add_option("--engine", restore_engine,
+                        "Hypervisor backend: kvm, emu or auto (the one that saved the snapshot)")
+        ->default_val("auto");
 
     cli::CtlOptions ctl_options;
     auto* ctl = cli::add_ctl_command(app, ctl_options);
@@ -162,7 +169,12 @@ int main(int argc, char** argv) {
         std::printf("popek %s\n", POPEK_VERSION);
         return 0;
     }
-    if (restore->parsed()) return restore_vm(restore_opts, restore_api_sock);
+    if (restore->parsed()) {
+        auto e = vmm::parse_engine(restore_engine);
+        if (!e) return fail(e.error().message);
+        restore_opts.engine = *e;
+        return restore_vm(restore_opts, restore_api_sock);
+    }
     if (ctl->parsed()) return cli::run_ctl(ctl_options);
     if (migrate->parsed()) return cli::run_migrate(migrate_options);
     if (!incoming.listen.empty()) {
@@ -192,5 +204,8 @@ int main(int argc, char** argv) {
     auto console_device = vmm::parse_console(console);
     if (!console_device) return fail(console_device.error().message);
     cfg.console = *console_device;
+    auto hv_engine = vmm::parse_engine(engine);
+    if (!hv_engine) return fail(hv_engine.error().message);
+    cfg.engine = *hv_engine;
     return run_vm(cfg, api_sock);
 }

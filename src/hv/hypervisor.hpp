@@ -125,6 +125,13 @@ public:
     virtual base::Result<std::vector<SlotDirtyLog>> fetch_dirty_log() = 0;
     virtual base::Result<void> stop_dirty_log() = 0;
 
+    // Host code (a device's DMA, the loader) wrote guest RAM. A backend that
+    // caches decoded guest code drops what was there; KVM needs nothing.
+    virtual void host_wrote(uint64_t gpa, uint64_t len) {
+        (void)gpa;
+        (void)len;
+    }
+
     // Interrupt controllers, PIT and clock (snapshots, migration); call with
     // every vCPU paused. Restore before restoring the vCPUs' states.
     virtual base::Result<VmState> save_state() = 0;
@@ -145,5 +152,7 @@ public:
 
 // The KVM backend, opened on `device` (normally /dev/kvm).
 base::Result<std::unique_ptr<Hypervisor>> open_kvm(const std::string& device);
+// The emulation backend (hv/emu_backend): the x86-64 engine, no /dev/kvm needed.
+base::Result<std::unique_ptr<Hypervisor>> open_emu();
 
 }  // namespace popek::hv

@@ -102,6 +102,7 @@ uint64_t GuestMemory::page_index(uint64_t gpa) const {
 }
 
 void GuestMemory::mark_dirty(uint64_t gpa, uint64_t len) const {
+    if (len != 0 && *observer_) (*observer_)(gpa, len);
     if (len == 0 || !tracking_->load(std::memory_order_acquire)) return;
     for (const auto& r : regions_) {
         const uint64_t lo = std::max(gpa, r.gpa);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -68,6 +69,13 @@ public:
     void stop_dirty_tracking() { tracking_->store(false, std::memory_order_release); }
     [[nodiscard]] bool dirty_tracking() const { return tracking_->load(std::memory_order_acquire); }
     void mark_dirty(uint64_t gpa, uint64_t len) const;
+    // Every host write reported above (write(), zero(), mark_dirty() callers)
+    // also goes to `observer`, tracking on or off: a backend that caches
+    // decoded guest code (hv/emu) drops what devices overwrote. Set it
+    // before devices run; empty: none.
+    void set_write_observer(std::function<void(uint64_t gpa, uint64_t len)> observer) {
+        *observer_ = std::move(observer);
+    }
     // Clear-on-read: ORs the pages marked since the last call into `out`
     // (one bit per page of the memfd layout).
     void take_dirty(std::vector<uint64_t>& out) const { host_dirty_.take(out); }
@@ -89,7 +97,9 @@ private:
     bool private_file_ = false;
     DirtyBitmap host_dirty_;
     // Heap-held so a moved GuestMemory keeps one flag.
-    std::unique_ptr<std::atomic<bool>> tracking_ = std::make_unique<std::atomic<bool>>(false);  // fd_ is a file shared with others: never punch holes in it
+    std::unique_ptr<std::atomic<bool>> tracking_ = std::make_unique<std::atomic<bool>>(false);
+    std::unique_ptr<std::function<void(uint64_t, uint64_t)>> observer_ =
+        std::make_unique<std::function<void(uint64_t, uint64_t)>>();  // fd_ is a file shared with others: never punch holes in it
 };
 
 }  // namespace popek::memory

@@ -151,4 +151,11 @@ base::Result<ConsoleDevice> parse_console(const std::string& spec) {
     return Error{"--console " + spec + ": expected serial or virtio"};
 }
 
+base::Result<HvEngine> parse_engine(const std::string& spec) {
+    if (spec == "auto") return HvEngine::Auto;
+    if (spec == "kvm") return HvEngine::Kvm;
+    if (spec == "emu") return HvEngine::Emu;
+    return Error{"--engine " + spec + ": expected kvm, emu or auto"};
+}
+
 }  // namespace popek::vmm

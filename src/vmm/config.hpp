@@ -13,6 +13,9 @@ namespace popek::vmm {
 
 enum class SerialMode { Stdio, File, Pty, None };
 enum class ConsoleDevice { Serial, Virtio };
+// Which hypervisor backend runs the guest: KVM, the emulation engine, or KVM
+// when /dev/kvm opens and the engine otherwise.
+enum class HvEngine { Auto, Kvm, Emu };
 
 // --disk PATH[,readonly=on][,id=NAME][,engine=io_uring|sync][,queues=N]
 struct DiskConfig {
@@ -40,6 +43,8 @@ struct VmConfig {
     SerialMode serial = SerialMode::Stdio;
     std::string serial_path;        // for SerialMode::File
     std::string kvm_device = "/dev/kvm";
+    // Not part of a snapshot's config: a restore picks the backend that saved it unless told.
+    HvEngine engine = HvEngine::Auto;
     std::vector<DiskConfig> disks;
     std::vector<NetConfig> nets;
     bool rng = false;
@@ -59,5 +64,7 @@ base::Result<void> parse_serial(const std::string& spec, VmConfig& cfg);
 base::Result<DiskConfig> parse_disk(const std::string& spec, size_t index);
 base::Result<NetConfig> parse_net(const std::string& spec, size_t index);
 base::Result<ConsoleDevice> parse_console(const std::string& spec);
+// The value of --engine: kvm, emu or auto.
+base::Result<HvEngine> parse_engine(const std::string& spec);
 
 }  // namespace popek::vmm

@@ -21,6 +21,22 @@ using base::Error;
 using base::Result;
 namespace x86 = arch::x86;
 
+// --engine: KVM, the emulation engine, or (auto) KVM when its device opens
+// and the engine otherwise; a snapshot restored with auto goes back to the
+// backend that saved it.
+static Result<std::unique_ptr<hv::Hypervisor>> open_hypervisor(const VmConfig& cfg, const hv::VmState* saved) {
+    HvEngine engine = cfg.engine;
+    if (engine == HvEngine::Auto && saved != nullptr) engine = saved->backend == "emu" ? HvEngine::Emu : HvEngine::Kvm;
+    switch (engine) {
+        case HvEngine::Kvm: return hv::open_kvm(cfg.kvm_device);
+        case HvEngine::Emu: return hv::open_emu();
+        case HvEngine::Auto: break;
+    }
+    auto kvm = hv::open_kvm(cfg.kvm_device);
+    if (kvm) return kvm;
+    return hv::open_emu();
+}
+
 Result<std::unique_ptr<Machine>> Machine::create(const VmConfig& cfg) {
     POPEK_TRY(validate_config(cfg));
     std::unique_ptr<Machine> m(new Machine());
@@ -54,9 +70,9 @@ Result<void> Machine::build(const VmConfig& cfg, const LoadedSnapshot* snapshot)
         }
     }
 
-    POPEK_ASSIGN_OR_RETURN(hv_, hv::open_kvm(cfg.kvm_device));
+    POPEK_ASSIGN_OR_RETURN(hv_, open_hypervisor(cfg, snapshot != nullptr ? &snapshot->vm : nullptr));
     if (cfg.cpus > hv_->max_vcpus())
-        return Error{"--cpus " + std::to_string(cfg.cpus) + ": this host's KVM allows at most " +
+        return Error{"--cpus " + std::to_string(cfg.cpus) + ": this host's " + hv_->name() + " backend allows at most " +
                      std::to_string(hv_->max_vcpus())};
     POPEK_ASSIGN_OR_RETURN(vm_, hv_->create_vm(hv::VmOptions{cfg.cpus}));
     // VM-wide ioctls that wait for a memory-slot change to settle (~5 ms
@@ -77,6 +93,11 @@ Result<void> Machine::build(const VmConfig& cfg, const LoadedSnapshot* snapshot)
                                    : migration::load_memory_lazy(ranges, path, snapshot->memory);
         if (!mem) return mem.error();
         memory_ = std::move(mem).value();
+    }
+    // A backend that caches decoded guest code must see the devices' writes.
+    if (hv_->name() == "emu") {
+        hv::Vm* vm = vm_.get();
+        memory_.set_write_observer([vm](uint64_t gpa, uint64_t len) { vm->host_wrote(gpa, len); });
     }
     // Registering RAM with the hypervisor takes milliseconds on some hosts
     // (~5 ms under KVM-PVM) and nothing below needs it until the vCPUs run,

@@ -134,6 +134,7 @@ Result<json> Machine::save_state_tree() {
 
 Result<std::unique_ptr<Machine>> Machine::restore(const RestoreOptions& options) {
     POPEK_ASSIGN_OR_RETURN(LoadedSnapshot snap, load_snapshot(options));
+    snap.config.engine = options.engine;
     std::unique_ptr<Machine> m(new Machine());
     POPEK_TRY(m->build(snap.config, &snap));
     return m;

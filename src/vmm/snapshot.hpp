@@ -41,6 +41,7 @@ struct RestoreOptions {
     std::string dir;
     bool eager = false;           // read all of memory up front (else map it copy-on-write)
     std::string serial;           // "" keeps the snapshot's serial setting; else like --serial
+    HvEngine engine = HvEngine::Auto;  // Auto: the backend that saved the snapshot
 };
 
 // A virtio device as saved: its transport's registers and its own State.

@@ -59,7 +59,10 @@ void Engine::on_code_write(uint64_t gpa) {
     blocks_.invalidate_page(gpa);
     mem_.set_code_page(gpa, false);
     mmu_.set_write_fast_path(gpa & kPageMask, true);
+    if (code_write_hook_) code_write_hook_(gpa & kPageMask);
 }
+
+void Engine::drop_code_page(uint64_t gpa) { blocks_.invalidate_page(gpa); }
 
 Block* Engine::fetch_block() {
     const CodeMode mode = code_mode();
@@ -178,6 +181,24 @@ void Engine::deliver_pending_exception() {
     delivering_ = 0xff;
 }
 
+void Engine::poll_interrupt_source() {
+    // Cleared before asking: an event the source gets after the answer hints again.
+    irq_hint_.store(false, std::memory_order_seq_cst);
+    if (source_ == nullptr) return;
+    if (!nmi_pending_ && source_->take_nmi()) nmi_pending_ = true;
+    if (irq_pending_ || (s.rflags & rflags::IF) == 0 || s.interrupt_shadow) {
+        irq_deferred_ = true;  // asked again once an interrupt can be taken
+        return;
+    }
+    irq_deferred_ = false;
+    const int v = source_->acknowledge_interrupt();
+    if (v >= 0) {
+        irq_pending_ = true;
+        irq_vector_ = static_cast<uint8_t>(v);
+        irq_hint_.store(true, std::memory_order_relaxed);  // more may be pending behind it
+    }
+}
+
 RunExit Engine::run(uint64_t max_instructions) {
     blocks_.collect();
     if (mmio_read_waiting_) {  // the caller answered the MMIO read: replay it
@@ -197,6 +218,10 @@ RunExit Engine::run(uint64_t max_instructions) {
         }
         if (exit_requested_.load(std::memory_order_relaxed) || executed >= max_instructions) {
             return RunExit{};
+        }
+        if (irq_hint_.load(std::memory_order_relaxed) ||
+            (irq_deferred_ && !irq_pending_ && (s.rflags & rflags::IF) != 0 && !s.interrupt_shadow)) {
+            poll_interrupt_source();
         }
         if (nmi_pending_ && !nmi_blocked_ && !s.interrupt_shadow) {
             nmi_pending_ = false;

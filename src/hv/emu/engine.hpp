@@ -9,6 +9,7 @@
 #include <atomic>
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -51,6 +52,18 @@ struct EngineStats {
     uint64_t last_unimplemented_rip = 0;  // and its RIP
 };
 
+// The interrupt controller an engine asks between blocks (the backend's
+// local APIC). Called on the engine's thread only after Engine::interrupt_hint().
+class InterruptSource {
+public:
+    virtual ~InterruptSource() = default;
+    // An NMI became pending (taken once: the source forgets it).
+    virtual bool take_nmi() = 0;
+    // RFLAGS.IF allows an external interrupt: the vector to deliver now
+    // (acknowledged: IRR -> ISR, or INTA from the PIC), or -1 if none.
+    virtual int acknowledge_interrupt() = 0;
+};
+
 class Engine {
 public:
     explicit Engine(PhysMemory& mem);
@@ -68,8 +81,24 @@ public:
     void request_exit() { exit_requested_.store(true, std::memory_order_relaxed); }
     void clear_exit_request() { exit_requested_.store(false, std::memory_order_relaxed); }
     // A pending external interrupt (INTR) with this vector; taken when RFLAGS.IF allows.
+    // Without an InterruptSource only; with one, the source is asked instead.
     void raise_irq(uint8_t vector) { irq_pending_ = true; irq_vector_ = vector; }
+    // Interrupts come from `source` (null: raise_irq). Set before run().
+    void set_interrupt_source(InterruptSource* source) { source_ = source; }
+    // Thread-safe: the source may have an event for this CPU; the engine
+    // asks it before the next block (one relaxed load per block otherwise).
+    void interrupt_hint() { irq_hint_.store(true, std::memory_order_release); }
+    [[nodiscard]] bool interrupt_hinted() const { return irq_hint_.load(std::memory_order_acquire); }
     [[nodiscard]] bool irq_pending() const { return irq_pending_; }
+    // The acknowledged vector waiting for delivery (valid while irq_pending()).
+    [[nodiscard]] uint8_t pending_irq_vector() const { return irq_vector_; }
+    // Snapshots: the NMI and interrupt state save_state() saw.
+    void restore_events(bool nmi_pending, bool nmi_blocked, bool irq_pending, uint8_t irq_vector) {
+        nmi_pending_ = nmi_pending;
+        nmi_blocked_ = nmi_blocked;
+        irq_pending_ = irq_pending;
+        irq_vector_ = irq_vector;
+    }
     // A pending NMI: taken regardless of RFLAGS.IF (not in an STI/MOV SS
     // shadow), then further NMIs wait until the handler's IRET.
     void raise_nmi() { nmi_pending_ = true; }
@@ -82,6 +111,12 @@ public:
     // Someone other than this CPU wrote guest memory (DMA, the loader):
     // drop the blocks decoded from [gpa, gpa+len).
     void invalidate_code(uint64_t gpa, uint64_t len);
+    // Another engine over the same memory wrote code on this page: drop this
+    // engine's blocks from it (the shared code-page bit may be clear already).
+    void drop_code_page(uint64_t gpa);
+    // Called (on this engine's thread) when this engine's own write dropped
+    // the blocks of a code page, so the backend can tell the other engines.
+    void set_code_write_hook(std::function<void(uint64_t page_gpa)> hook) { code_write_hook_ = std::move(hook); }
     // Memory that is not RAM. Off: accesses go to PhysMemory's MmioHandler.
     // On: they return to the caller as ExitKind::Mmio, as KVM's do: a read
     // stops before the instruction, which runs again with the data the caller
@@ -272,6 +307,11 @@ private:
     BlockCache blocks_;
     Block scratch_;  // uncached blocks (an instruction across two pages, code outside RAM)
     std::atomic<bool> exit_requested_{false};
+    std::atomic<bool> irq_hint_{false};
+    InterruptSource* source_ = nullptr;
+    bool irq_deferred_ = false;  // the source was hinted while interrupts were blocked
+    std::function<void(uint64_t)> code_write_hook_;
+    void poll_interrupt_source();
     bool irq_pending_ = false;
     bool nmi_pending_ = false;
     bool nmi_blocked_ = false;
