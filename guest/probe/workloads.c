@@ -136,7 +136,8 @@ void workload_idle(u64 mib) {
 }
 
 /* Writes one byte in every page of [16 MiB, 16 MiB + MIB), pass after pass
- * like dirty, at MIBPS MiB/s of pages (0: as fast as it can). The rate is
+ * like dirty, at MIBPS MiB/s of pages (0: as fast as it can) from the second
+ * pass on (the first fills the region at full speed). The rate is
  * paced with the TSC: TSC_KHZ if given, else what CPUID says (tsc_hz). After
  * a pause the pace restarts rather than catching up in a burst. */
 void workload_dirty_rate(u64 mib, u64 mibps, u64 tsc_khz) {
@@ -155,11 +156,15 @@ void workload_dirty_rate(u64 mib, u64 mibps, u64 tsc_khz) {
     window_start(&w, hz);
     u64 t0 = w.prev, written = 0, total = 0; /* pages written since t0, in all */
     for (u64 pass = 1;; pass++) {
+        if (pass == 2) { /* the first pass fills the region at full speed */
+            t0 = rdtsc();
+            written = 0;
+        }
         for (u64 addr = DIRTY_BASE; addr < end; addr += PAGE_SIZE) {
             *(volatile u8 *)addr = (u8)pass;
             written++;
             u64 now = window_tick(&w, ++total);
-            if (!pages_per_s) continue;
+            if (!pages_per_s || pass == 1) continue;
             for (;;) {
                 u64 allowed = (now - t0) * pages_per_s / hz;
                 if (allowed > written + pages_per_s / 50) { /* > 20 ms behind: a pause */
