@@ -75,9 +75,8 @@ void workload_pulse(u64 mib) {
  * every 100 ms, the largest gap between two consecutive readings in that
  * window (and the pages written so far): a pause of the VM (a migration's downtime) shows up as the gap of
  * the window it fell in, which the first line after the pause reports.
- * (Both VMMs carry the TSC across a migration from its value at the pause,
- * so the gap misses the time between the source saving the vCPU and the
- * destination resuming it.) */
+ * (How much of a migration's pause it shows depends on how the VMM and KVM
+ * carry the TSC over.) */
 struct clock_window {
     u64 prev, max_gap, next_report, interval, lines;
 };
