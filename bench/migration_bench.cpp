@@ -389,12 +389,18 @@ Run qemu_run(const Opts& o, const Workload& w, int limit, const std::string& cod
             return r;
         }
     }
-    auto q = sq.execute("query-migrate");
-    if (!q || !q->contains("return")) {
-        r.error = "qemu: query-migrate";
-        return r;
+    // The "completed" event comes before QEMU computes total-time and
+    // downtime (both read 0 until then).
+    json ret;
+    for (const auto t0 = Clock::now(); ms_since(t0) < 10000; std::this_thread::sleep_for(milliseconds(5))) {
+        auto q = sq.execute("query-migrate");
+        if (!q || !q->contains("return")) {
+            r.error = "qemu: query-migrate";
+            return r;
+        }
+        ret = (*q)["return"];
+        if (ret.value("total-time", 0.0) > 0) break;
     }
-    const json& ret = (*q)["return"];
     r.total_ms = ret.value("total-time", -1.0);
     r.downtime_ms = ret.value("downtime", -1.0);
     // RAM bytes on the wire (after xbzrle or multifd's compression; multifd's counted in).
