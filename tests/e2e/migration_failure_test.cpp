@@ -376,6 +376,59 @@ TEST(MigrationFailure, LinkDownDuringStopAndCopyResumesTheSourceWithinItsTimeout
     expect_no_vm_on(d);
 }
 
+// Known gaps, disabled until the migration code handles them (see the report
+// of branch migbench); run with --gtest_also_run_disabled_tests.
+//
+// The link goes down while the source is sending pages (its socket buffers
+// full): the source is blocked in send(2), which has no deadline, so it
+// resumes only when TCP gives up (tcp_retries2, ~15 min), not within the
+// reply timeout. Needs a send deadline on the migration socket (e.g.
+// TCP_USER_TIMEOUT or SO_SNDTIMEO in migration/stream.cpp).
+TEST(MigrationFailure, DISABLED_LinkDownDuringPrecopyResumesTheSourceWithinItsTimeout) {
+    ASSERT_FALSE(reference_checksum().empty());
+    Hosts h;
+    ASSERT_TRUE(h.net.ok()) << h.net.error();
+    auto dest = h.start_dest();
+    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
+                         hold_at(Dir::ToDest, FrameType::Pages, 1));
+    ASSERT_TRUE(proxy.ok());
+    auto source = h.start_source();
+    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
+    auto migrate = h.start_migrate();
+    ASSERT_NE(proxy.wait_held(120s), "") << migrate->err();
+    ASSERT_TRUE(h.net.set_link(0, false));
+    auto m = migrate->finish(90s);
+    EXPECT_FALSE(m.timed_out) << "the source did not give up within 90 s";
+    EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
+    expect_source_finishes(*source, h.sock);
+}
+
+// The destination validated, built and started the VM, and its commit reply
+// is lost with the link: the source times out waiting for it and resumes
+// too, so the VM runs twice. Needs a protocol step after the reply (e.g. the
+// destination runs the VM only once the source acknowledges the commit, and
+// a source that sent its state resumes only when it knows the destination
+// will not run).
+TEST(MigrationFailure, DISABLED_LostCommitReplyLeavesTheVmRunningOnOneSideOnly) {
+    ASSERT_FALSE(reference_checksum().empty());
+    Hosts h;
+    ASSERT_TRUE(h.net.ok()) << h.net.error();
+    auto dest = h.start_dest();
+    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
+                         hold_at(Dir::ToSource, FrameType::Reply, 2));
+    ASSERT_TRUE(proxy.ok());
+    auto source = h.start_source();
+    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
+    auto migrate = h.start_migrate();
+    ASSERT_NE(proxy.wait_held(120s), "") << migrate->err();
+    ASSERT_TRUE(h.net.set_link(0, false));
+    (void)migrate->finish(120s);
+    auto src = source->finish(180s);
+    auto d = dest->finish(180s);
+    const bool src_ran = !checksum_of(src.out).empty(), dst_ran = !checksum_of(d.out).empty();
+    EXPECT_TRUE(src_ran != dst_ran) << "source finished: " << src_ran << ", destination finished: " << dst_ran;
+}
+
 // ---- a corrupted stream ------------------------------------------------------------------
 
 Policy corrupt_at(FrameType t, int nth, Action how) {
