@@ -283,8 +283,8 @@ uint16_t next_port() {
 
 Run popek_run(const Opts& o, const Workload& w, int limit, const std::string& codec, double hz) {
     Run r;
-    const std::string sock = o.dir + "/popek-migbench-" + std::to_string(::getpid()) + ".sock";
     const std::string base = o.dir + "/popek-migbench-" + std::to_string(::getpid());
+    const std::string sock = base + "-api.sock";
     const std::string slog = base + "-src.log", dlog = base + "-dst.log", mlog = base + "-migrate.log";
     for (const auto& f : {slog, dlog, mlog}) fs::remove(f);
     fs::remove(sock);
@@ -531,6 +531,11 @@ int main(int argc, char** argv) {
                "windows (it includes host scheduling noise; how much of the pause it shows depends on how the VMM "
                "and KVM carry the TSC over).\n");
     fmt::print("QEMU microvm (KVM), max-bandwidth unlimited; \"—\": failed or did not converge (see stderr).\n");
+    // This run's sockets and logs.
+    std::error_code ec;
+    const std::string mine = "popek-migbench-" + std::to_string(::getpid()) + "-";
+    for (const auto& e : fs::directory_iterator(o.dir, ec))
+        if (e.path().filename().string().rfind(mine, 0) == 0) fs::remove(e.path(), ec);
     for (const auto& r : rows) {
         if (!r.p.ok) fmt::print("- popek, {} at {} ms, {}: {}\n", r.workload, r.limit, r.pc, one_line(r.p.error));
         if (!r.q.ok) fmt::print("- QEMU, {} at {} ms, {}: {}\n", r.workload, r.limit, r.qc, one_line(r.q.error));
