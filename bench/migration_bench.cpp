@@ -136,6 +136,25 @@ double link_mibps(const Opts& o, uint64_t bytes) {
     return mibps;
 }
 
+// Bytes sent so far by the namespace's interfaces other than lo (the veth
+// end): what a migration put on the wire, whatever the VMM counts.
+double wire_tx_bytes(const std::string& ns) {
+    Child c = Child::spawn({"/usr/sbin/ip", "-j", "-s", "-n", ns, "link", "show"});
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(c.out(), buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    c.wait();
+    const json j = json::parse(out, nullptr, false);
+    double bytes = 0;
+    if (!j.is_array()) return -1;
+    for (const auto& link : j) {
+        if (link.value("ifname", "") == "lo" || !link.contains("stats64")) continue;
+        bytes += link["stats64"]["tx"].value("bytes", 0.0);
+    }
+    return bytes;
+}
+
 // The host's TSC rate (the guest's under KVM without TSC scaling), in Hz.
 double tsc_hz() {
     const auto t0 = Clock::now();
@@ -226,6 +245,7 @@ struct Run {
     std::string error;
     double total_ms = -1, downtime_ms = -1, guest_ms = -1;
     double mib = -1;
+    double wire_mib = -1;  // the source namespace's veth tx during the migration
     int rounds = -1;
 };
 
@@ -305,12 +325,14 @@ Run popek_run(const Opts& o, const Workload& w, int limit, const std::string& co
     std::vector<std::string> argv{o.popek,         "migrate", "--api-sock", sock, "--to", to, "--downtime-ms",
                                   std::to_string(limit)};
     if (codec != "none") argv.insert(argv.end(), {"--compress", codec});
+    const double wire0 = wire_tx_bytes(o.ns[0]);
     Child m = Child::spawn(argv, mlog);
     std::string out;
     char buf[4096];
     ssize_t n;
     while ((n = ::read(m.out(), buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
     const int status = m.wait();
+    r.wire_mib = (wire_tx_bytes(o.ns[0]) - wire0) / (1 << 20);
     const json report = json::parse(out, nullptr, false);
     if (status != 0 || !report.is_object()) {
         r.error = "popek migrate failed: " + tail_of(mlog) + tail_of(slog);
@@ -371,6 +393,7 @@ Run qemu_run(const Opts& o, const Workload& w, int limit, const std::string& cod
         r.error = "qemu source guest not warm: " + tail_of(slog);
         return r;
     }
+    const double wire0 = wire_tx_bytes(o.ns[0]);
     if (auto m = sq.execute("migrate", {{"uri", uri}}); !m || !m->contains("return")) {
         r.error = "qemu: migrate: " + (m ? m->dump() : "no reply");
         return r;
@@ -389,8 +412,9 @@ Run qemu_run(const Opts& o, const Workload& w, int limit, const std::string& cod
             return r;
         }
     }
+    r.wire_mib = (wire_tx_bytes(o.ns[0]) - wire0) / (1 << 20);
     // The "completed" event comes before QEMU computes total-time and
-    // downtime (both read 0 until then).
+    // downtime (both read 0 in a completed migration until then).
     json ret;
     for (const auto t0 = Clock::now(); ms_since(t0) < 10000; std::this_thread::sleep_for(milliseconds(5))) {
         auto q = sq.execute("query-migrate");
@@ -399,7 +423,7 @@ Run qemu_run(const Opts& o, const Workload& w, int limit, const std::string& cod
             return r;
         }
         ret = (*q)["return"];
-        if (ret.value("total-time", 0.0) > 0) break;
+        if (ret.value("status", "") == "completed" && ret.value("total-time", 0.0) > 0) break;
     }
     r.total_ms = ret.value("total-time", -1.0);
     r.downtime_ms = ret.value("downtime", -1.0);
@@ -508,18 +532,21 @@ int main(int argc, char** argv) {
     }
 
     fmt::print("| migration, {} MiB guest ({} MiB written) | limit | compression popek / QEMU | total ms popek / QEMU "
-               "(ratio) | downtime ms popek / QEMU (ratio) | guest-seen gap ms popek / QEMU | MiB sent popek / QEMU "
-               "(ratio) | rounds popek / QEMU syncs | total ÷ physical popek / QEMU |\n",
+               "(ratio) | downtime ms popek / QEMU (ratio) | guest-seen gap ms popek / QEMU | MiB sent (own count) popek / QEMU "
+               "(ratio) | MiB on the wire popek / QEMU (ratio) | rounds popek / QEMU syncs | total ÷ physical popek / QEMU |\n",
                o.memory_mib, o.fill_mib);
-    fmt::print("|---|---:|---|---|---|---|---|---|---|\n");
+    fmt::print("|---|---:|---|---|---|---|---|---|---|---|\n");
     for (const auto& r : rows) {
         auto okv = [](const Run& x, double v) { return x.ok ? v : -1.0; };
-        fmt::print("| {} | {} ms | {} / {} | {} / {} ({}) | {} / {} ({}) | {} / {} | {} / {} ({}) | {} / {} | {} / {} |\n",
+        fmt::print("| {} | {} ms | {} / {} | {} / {} ({}) | {} / {} ({}) | {} / {} | {} / {} ({}) | {} / {} ({}) | {} / {} "
+                   "| {} / {} |\n",
                    r.workload, r.limit, r.pc, r.qc, num(okv(r.p, r.p.total_ms)), num(okv(r.q, r.q.total_ms)),
                    ratio(okv(r.p, r.p.total_ms), okv(r.q, r.q.total_ms)), num(okv(r.p, r.p.downtime_ms), "{:.1f}"),
                    num(okv(r.q, r.q.downtime_ms), "{:.1f}"), ratio(okv(r.p, r.p.downtime_ms), okv(r.q, r.q.downtime_ms)),
                    num(okv(r.p, r.p.guest_ms), "{:.1f}"), num(okv(r.q, r.q.guest_ms), "{:.1f}"),
                    num(okv(r.p, r.p.mib)), num(okv(r.q, r.q.mib)), ratio(okv(r.p, r.p.mib), okv(r.q, r.q.mib)),
+                   num(okv(r.p, r.p.wire_mib)), num(okv(r.q, r.q.wire_mib)),
+                   ratio(okv(r.p, r.p.wire_mib), okv(r.q, r.q.wire_mib)),
                    r.p.ok ? std::to_string(r.p.rounds) : "—", r.q.ok ? std::to_string(r.q.rounds) : "—",
                    ratio(okv(r.p, r.p.total_ms), physical_ms), ratio(okv(r.q, r.q.total_ms), physical_ms));
     }
@@ -530,6 +557,8 @@ int main(int argc, char** argv) {
                "\"downtime\". Guest-seen gap: the probe's largest TSC gap in the destination's first two ~100 ms "
                "windows (it includes host scheduling noise; how much of the pause it shows depends on how the VMM "
                "and KVM carry the TSC over).\n");
+    fmt::print("MiB sent: popek's bytes_sent, QEMU's ram.transferred; on the wire: the source namespace's veth "
+               "tx bytes (TCP/IP headers included) while the migration ran.\n");
     fmt::print("QEMU microvm (KVM), max-bandwidth unlimited; \"—\": failed or did not converge (see stderr).\n");
     // This run's sockets and logs.
     std::error_code ec;
