@@ -22,6 +22,7 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <ostream>
 #include <regex>
 #include <string>
 #include <thread>
@@ -39,8 +40,8 @@ namespace {
 using namespace std::chrono_literals;
 using migration::FrameType;
 
-// Long enough (~10 s here) that the migration and the failure happen while it runs.
-constexpr const char* kCompute = "compute 200000";
+// Long enough (~6 s here, idle) that the migration and the failure happen while it runs.
+constexpr const char* kCompute = "compute 120000";
 
 std::string checksum_of(const std::string& out) {
     std::smatch m;
@@ -265,6 +266,9 @@ struct Phase {
     const char* dest_logged;   // the destination's last phase line (proves where it was)
     const char* dest_not_yet;  // a line it must not have reached ("" for none)
 };
+
+// gtest prints parameters in test listings: the name, not the bytes.
+void PrintTo(const Phase& p, std::ostream* os) { *os << p.name; }
 
 Policy hold_at(Dir d, FrameType t, int nth) {
     return [=](Dir dir, FrameType type, int n) { return dir == d && type == t && n == nth ? Action::Hold : Action::Forward; };
