@@ -289,6 +289,11 @@ TEST_P(DestinationKilled, SourceResumesAndFinishesItsWork) {
     auto migrate = h.start_migrate();
     const std::string held = proxy.wait_held(120s);
     ASSERT_NE(held, "") << "the migration never reached " << phase.name << migrate->err();
+    // The destination logs a phase just after acting on it: read its stderr
+    // until the line is there (it waits in the next phase meanwhile).
+    for (auto t0 = std::chrono::steady_clock::now();
+         dest->err().find(phase.dest_logged) == std::string::npos && std::chrono::steady_clock::now() - t0 < 10s;)
+        (void)dest->wait_for_line("PROBE-NEVER", 50ms);
     ::kill(dest->pid(), SIGKILL);
     auto d = dest->finish(30s);
     EXPECT_NE(d.err.find(phase.dest_logged), std::string::npos) << held << "\n" << d.err;
