@@ -470,10 +470,12 @@ TEST(MigrationFailure, CorruptedFrameIsRefusedAndTheSourceResumes) {
 }
 
 // The same flip with the frame check recomputed, as if the damage happened
-// before the frame was sealed: the page record's own check, the page index
-// check or the RAM digest at validation catches it (which one depends on
-// what the middle byte is), the destination refuses, the source resumes.
-TEST(MigrationFailure, CorruptedPageBehindAValidFrameCheckIsRefused) {
+// before the frame was sealed. Usually the page record's own check, the page
+// index check or the RAM digest catches it and the destination refuses; a
+// flipped page the source sends again later (compute rewrites its buffer)
+// may also be repaired before validation. Either way nothing is lost: the
+// guest finishes with the right result on exactly one side.
+TEST(MigrationFailure, CorruptedPageBehindAValidFrameCheckLosesNothing) {
     ASSERT_FALSE(reference_checksum().empty());
     Hosts h;
     ASSERT_TRUE(h.net.ok()) << h.net.error();
@@ -485,13 +487,20 @@ TEST(MigrationFailure, CorruptedPageBehindAValidFrameCheckIsRefused) {
     ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
     auto m = h.start_migrate()->finish(120s);
     EXPECT_TRUE(proxy.corrupted());
-    EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
-    EXPECT_NE(m.err.find("migration failed"), std::string::npos) << m.err;
-    auto d = dest->finish(60s);
-    EXPECT_EQ(d.exit_code, 1) << d.err;
-    EXPECT_NE(d.err.find("popek: error: incoming migration: "), std::string::npos) << d.err;
-    expect_no_vm_on(d);
-    expect_source_finishes(*source, h.sock);
+    if (m.exit_code != 0) {
+        EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
+        auto d = dest->finish(60s);
+        EXPECT_EQ(d.exit_code, 1) << d.err;
+        EXPECT_NE(d.err.find("popek: error: incoming migration: "), std::string::npos) << d.err;
+        expect_no_vm_on(d);
+        expect_source_finishes(*source, h.sock);
+    } else {
+        auto src = source->finish(60s);
+        EXPECT_EQ(checksum_of(src.out), "") << "both sides ran the guest";
+        auto d = dest->finish(180s);
+        EXPECT_EQ(d.exit_code, 0) << d.err;
+        EXPECT_EQ(checksum_of(d.out), reference_checksum()) << "a corrupted page reached the guest: " << d.out;
+    }
 }
 
 }  // namespace
