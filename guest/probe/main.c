@@ -118,6 +118,12 @@ void probe_main(u64 boot, u64 cpu) {
         workload_dirty(number_arg(workload, arg, 0, true));
     } else if (str_eq(workload, "compute")) {
         workload_compute(number_arg(workload, arg, 1000, false));
+    } else if (str_eq(workload, "idle")) {
+        workload_idle(number_arg(workload, arg, 0, false));
+    } else if (str_eq(workload, "dirty-rate")) {
+        u64 mib = number_arg(workload, arg, 0, true);
+        u64 mibps = number_arg(workload, next_word(&cursor), 0, true);
+        workload_dirty_rate(mib, mibps, number_arg(workload, next_word(&cursor), 0, false));
     } else if (str_eq(workload, "pulse")) {
         workload_pulse(number_arg(workload, arg, 0, false));
     } else if (str_eq(workload, "fault")) {

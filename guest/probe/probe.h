@@ -140,6 +140,8 @@ void workload_exits(u64 n);
 __attribute__((noreturn)) void workload_dirty(u64 mib);
 void workload_compute(u64 n);
 __attribute__((noreturn)) void workload_pulse(u64 mib);
+__attribute__((noreturn)) void workload_idle(u64 mib);
+__attribute__((noreturn)) void workload_dirty_rate(u64 mib, u64 mibps, u64 tsc_khz);
 void workload_fault(void);
 void workload_smp(void);
 void workload_initrd(void);

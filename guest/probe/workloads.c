@@ -70,6 +70,115 @@ void workload_pulse(u64 mib) {
     for (;;) put_char('.');
 }
 
+/* ---- idle MIB, dirty-rate MIB MIBPS [TSC_KHZ]: migration benchmark guests -- */
+/* Both watch the guest's clock (the TSC) in a tight loop and print, about
+ * every 100 ms, the largest gap between two consecutive readings in that
+ * window (and the pages written so far): a pause of the VM (a migration's downtime) shows up as the gap of
+ * the window it fell in, which the first line after the pause reports.
+ * (How much of a migration's pause it shows depends on how the VMM and KVM
+ * carry the TSC over.) */
+struct clock_window {
+    u64 prev, max_gap, next_report, interval, lines;
+};
+
+static void window_start(struct clock_window *w, u64 hz) {
+    w->interval = hz / 10;
+    w->prev = rdtsc();
+    w->max_gap = 0;
+    w->next_report = w->prev + w->interval;
+    w->lines = 0;
+}
+
+/* Reads the clock; prints the window's line when it is over. Returns now. */
+static u64 window_tick(struct clock_window *w, u64 pages) {
+    u64 now = rdtsc();
+    if (now - w->prev > w->max_gap) w->max_gap = now - w->prev;
+    w->prev = now;
+    if (now >= w->next_report) {
+        put_str("PROBE-CLOCK window=");
+        put_dec(++w->lines);
+        put_str(" max_gap_cycles=");
+        put_dec(w->max_gap);
+        put_str(" pages=");
+        put_dec(pages);
+        put_char('\n');
+        now = rdtsc(); /* the serial line is not a gap */
+        w->prev = now;
+        w->max_gap = 0;
+        w->next_report = now + w->interval;
+    }
+    return now;
+}
+
+static u64 region_end(u64 mib, const char *what) {
+    if (mib > 4096) probe_error("bad size for", what);
+    u64 end = DIRTY_BASE + (mib << 20);
+    if (end > (4ull << 30)) probe_error("region beyond the 4 GiB identity map:", what);
+    if (mib && !is_ram(DIRTY_BASE, end)) probe_error("region is not RAM:", what);
+    return end;
+}
+
+/* Fills MIB MiB like pulse (one non-zero word a page), then only watches
+ * the clock: a guest that dirties (almost) nothing. */
+void workload_idle(u64 mib) {
+    u64 end = region_end(mib, "idle");
+    for (u64 addr = DIRTY_BASE; addr < end; addr += PAGE_SIZE) *(volatile u64 *)addr = addr | 1;
+    put_str("PROBE-IDLE filled=");
+    put_dec(mib);
+    put_str("M\n");
+    struct clock_window w;
+    window_start(&w, tsc_hz());
+    for (;;) {
+        window_tick(&w, 0);
+        cpu_relax();
+    }
+}
+
+/* Writes one byte in every page of [16 MiB, 16 MiB + MIB), pass after pass
+ * like dirty, at MIBPS MiB/s of pages (0: as fast as it can) from the second
+ * pass on (the first fills the region at full speed). The rate is
+ * paced with the TSC: TSC_KHZ if given, else what CPUID says (tsc_hz). After
+ * a pause the pace restarts rather than catching up in a burst. */
+void workload_dirty_rate(u64 mib, u64 mibps, u64 tsc_khz) {
+    if (mib == 0) probe_error("bad size for", "dirty-rate");
+    u64 end = region_end(mib, "dirty-rate");
+    u64 hz = tsc_khz ? tsc_khz * 1000 : tsc_hz();
+    u64 pages_per_s = mibps * 256; /* 4 KiB pages */
+    put_str("PROBE-DIRTY-RATE mib=");
+    put_dec(mib);
+    put_str(" mibps=");
+    put_dec(mibps);
+    put_str(" tsc_hz=");
+    put_dec(hz);
+    put_char('\n');
+    struct clock_window w;
+    window_start(&w, hz);
+    u64 t0 = w.prev, written = 0, total = 0; /* pages written since t0, in all */
+    for (u64 pass = 1;; pass++) {
+        if (pass == 2) { /* the first pass fills the region at full speed */
+            t0 = rdtsc();
+            written = 0;
+        }
+        for (u64 addr = DIRTY_BASE; addr < end; addr += PAGE_SIZE) {
+            *(volatile u8 *)addr = (u8)pass;
+            written++;
+            u64 now = window_tick(&w, ++total);
+            if (!pages_per_s || pass == 1) continue;
+            for (;;) {
+                u64 allowed = (now - t0) * pages_per_s / hz;
+                if (allowed > written + pages_per_s / 50) { /* > 20 ms behind: a pause */
+                    t0 = now;
+                    written = 0;
+                    break;
+                }
+                if (allowed >= written) break;
+                cpu_relax();
+                now = window_tick(&w, total);
+            }
+        }
+    }
+}
+
 /* ---- compute N: deterministic integer work over a 1 MiB buffer ---------- */
 #define COMPUTE_WORDS (1u << 17) /* 1 MiB of u64 */
 #define COMPUTE_STEPS 4096       /* per round: N=1000 is ~4M dependent steps */

@@ -1,0 +1,507 @@
+// Failure safety of live migration between two "hosts": network namespaces
+// joined by a veth pair (netns.hpp). The source runs in namespace a, the
+// destination in b; a frame-aware proxy of this test, listening in b, sits
+// between them so that each phase is hit deterministically: it holds the
+// stream at a chosen frame (the sides then wait right in that phase), then
+// the test kills a side, takes the link down or corrupts a frame.
+//
+// Whatever fails before the destination's commit reply reaches the source,
+// the VM must keep running on exactly one side: the source, finishing its
+// computation with the uninterrupted result.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <ostream>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "migration/stream.hpp"
+#include "netns.hpp"
+#include "process.hpp"
+
+namespace popek::test {
+namespace {
+
+using namespace std::chrono_literals;
+using migration::FrameType;
+
+// Long enough (~6 s here, idle) that the migration and the failure happen while it runs.
+constexpr const char* kCompute = "compute 120000";
+
+std::string checksum_of(const std::string& out) {
+    std::smatch m;
+    const std::string done = line_starting(out, "PROBE-DONE compute");
+    if (!std::regex_search(done, m, std::regex("checksum=([0-9a-f]{16})"))) return "";
+    return m[1].str();
+}
+
+const std::string& reference_checksum() {
+    static const std::string sum = [] {
+        auto r = run_process({POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", kCompute, "--memory", "64M"}, 180s);
+        return checksum_of(r.out);
+    }();
+    return sum;
+}
+
+// ---- the proxy ------------------------------------------------------------------
+
+enum class Dir { ToDest, ToSource };
+enum class Action { Forward, Hold, Corrupt, CorruptResealed };
+// nth: how many frames of this type this direction has carried, this one included.
+using Policy = std::function<Action(Dir dir, FrameType type, int nth)>;
+
+bool read_exact(int fd, uint8_t* p, size_t n) {
+    while (n > 0) {
+        const ssize_t r = ::read(fd, p, n);
+        if (r <= 0) return false;
+        p += r;
+        n -= static_cast<size_t>(r);
+    }
+    return true;
+}
+
+bool write_all(int fd, const uint8_t* p, size_t n) {
+    while (n > 0) {
+        const ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL);
+        if (r <= 0) return false;
+        p += r;
+        n -= static_cast<size_t>(r);
+    }
+    return true;
+}
+
+// Listens on ADDR:PORT in a namespace, accepts the source, connects to the
+// destination and forwards frames both ways as the policy says. Hold stops a
+// direction at that frame (not forwarded) until close(). Any end closing
+// closes both.
+class MigrationProxy {
+public:
+    MigrationProxy(const std::string& ns, const std::string& addr, uint16_t port, uint16_t dest_port, Policy policy)
+        : policy_(std::move(policy)) {
+        NetnsEnter in(ns);
+        if (!in.ok()) return;
+        listen_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        dest_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        ::setsockopt(listen_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        sockaddr_in a = sockaddr_of(addr, port);
+        if (::bind(listen_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listen_, 1) != 0) return;
+        dest_addr_ = sockaddr_of(addr, dest_port);
+        ok_ = true;
+        accept_ = std::thread([this] { run(); });
+    }
+    ~MigrationProxy() {
+        close();
+        if (listen_ >= 0) ::shutdown(listen_, SHUT_RDWR);
+        if (accept_.joinable()) accept_.join();
+        for (auto& t : pumps_) t.join();
+        for (int fd : {listen_, source_, dest_})
+            if (fd >= 0) ::close(fd);
+    }
+    MigrationProxy(const MigrationProxy&) = delete;
+    MigrationProxy& operator=(const MigrationProxy&) = delete;
+
+    [[nodiscard]] bool ok() const { return ok_; }
+    // Waits until a frame is held; the description of that frame or "".
+    std::string wait_held(std::chrono::milliseconds timeout) {
+        std::unique_lock lock(mu_);
+        cv_.wait_for(lock, timeout, [&] { return !held_.empty() || closed_; });
+        return held_;
+    }
+    // Ends both connections (the sides see them close).
+    void close() {
+        std::lock_guard lock(mu_);
+        closed_ = true;
+        if (source_ >= 0) ::shutdown(source_, SHUT_RDWR);
+        if (dest_ >= 0) ::shutdown(dest_, SHUT_RDWR);
+        cv_.notify_all();
+    }
+    [[nodiscard]] bool corrupted() const { return corrupted_; }
+
+private:
+    static sockaddr_in sockaddr_of(const std::string& addr, uint16_t port) {
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(port);
+        ::inet_pton(AF_INET, addr.c_str(), &a.sin_addr);
+        return a;
+    }
+
+    void run() {
+        const int s = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (s < 0) return;
+        {
+            std::lock_guard lock(mu_);
+            source_ = s;
+            if (closed_) return;
+        }
+        if (::connect(dest_, reinterpret_cast<sockaddr*>(&dest_addr_), sizeof dest_addr_) != 0) {
+            close();
+            return;
+        }
+        pumps_.emplace_back([this] { pump(Dir::ToDest, source_, dest_); });
+        pumps_.emplace_back([this] { pump(Dir::ToSource, dest_, source_); });
+    }
+
+    void pump(Dir dir, int from, int to) {
+        int counts[8] = {};
+        for (;;) {
+            std::vector<uint8_t> frame(migration::kFrameHeaderSize);
+            if (!read_exact(from, frame.data(), frame.size())) break;
+            uint32_t len;
+            std::memcpy(&len, frame.data() + 4, 4);  // little-endian on x86
+            const uint8_t type = frame[2];
+            if (len > migration::kMaxFramePayload || type == 0 || type > 6) break;
+            frame.resize(migration::kFrameHeaderSize + len);
+            if (!read_exact(from, frame.data() + migration::kFrameHeaderSize, len)) break;
+            const Action a = policy_(dir, static_cast<FrameType>(type), ++counts[type]);
+            if (a == Action::Hold) {
+                std::unique_lock lock(mu_);
+                held_ = std::string(dir == Dir::ToDest ? "to the destination: " : "to the source: ") +
+                        migration::frame_type_name(static_cast<FrameType>(type)) + " #" +
+                        std::to_string(counts[type]);
+                cv_.notify_all();
+                cv_.wait(lock, [&] { return closed_; });
+                return;
+            }
+            if ((a == Action::Corrupt || a == Action::CorruptResealed) && len > 0) {
+                frame[migration::kFrameHeaderSize + len / 2] ^= 0x40;
+                if (a == Action::CorruptResealed) {
+                    // A fresh frame check over the damaged payload: only the
+                    // layers above the frame can notice now.
+                    uint64_t seed;
+                    std::memcpy(&seed, frame.data(), 8);
+                    const uint64_t check = XXH3_64bits_withSeed(frame.data() + migration::kFrameHeaderSize, len, seed);
+                    std::memcpy(frame.data() + 8, &check, 8);
+                }
+                corrupted_ = true;
+            }
+            if (!write_all(to, frame.data(), frame.size())) break;
+        }
+        close();
+    }
+
+    Policy policy_;
+    int listen_ = -1, source_ = -1, dest_ = -1;
+    sockaddr_in dest_addr_{};
+    bool ok_ = false;
+    std::atomic<bool> corrupted_{false};
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::string held_;
+    bool closed_ = false;
+    std::thread accept_;
+    std::vector<std::thread> pumps_;
+};
+
+// ---- two hosts, a source VM, a destination, a proxy --------------------------------
+
+uint16_t next_port() {
+    static uint16_t p = static_cast<uint16_t>(20000 + ::getpid() % 20000);
+    return ++p;
+}
+
+struct Hosts {
+    NetnsPair net;
+    TempDir dir;
+    uint16_t dest_port = next_port(), proxy_port = next_port();
+    std::string sock = dir.path("api.sock");
+
+    std::unique_ptr<Child> start_dest() {
+        auto d = std::make_unique<Child>(net.exec_in(
+            1, {POPEK_BIN, "run", "--incoming", "tcp:" + net.addr(1) + ":" + std::to_string(dest_port)}));
+        const auto deadline = std::chrono::steady_clock::now() + 30s;
+        while (!pid_listens(d->pid(), dest_port) && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(5ms);
+        return d;
+    }
+    std::unique_ptr<Child> start_source(const std::string& cmdline = kCompute, const std::string& memory = "256M") {
+        return std::make_unique<Child>(net.exec_in(0, {POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", cmdline,
+                                                       "--memory", memory, "--api-sock", sock}));
+    }
+    std::unique_ptr<Child> start_migrate() {
+        return std::make_unique<Child>(std::vector<std::string>{
+            POPEK_BIN, "migrate", "--api-sock", sock, "--to", "tcp:" + net.addr(1) + ":" + std::to_string(proxy_port)});
+    }
+};
+
+// The source is running (API) and completes the whole computation correctly.
+void expect_source_finishes(Child& source, const std::string& sock) {
+    auto info = run_process({POPEK_BIN, "ctl", "--api-sock", sock, "info"}, 30s);
+    EXPECT_EQ(info.exit_code, 0) << info.err;
+    EXPECT_NE(info.out.find("\"running\""), std::string::npos) << info.out;
+    auto src = source.finish(180s);
+    ASSERT_EQ(src.exit_code, 0) << src.err;
+    EXPECT_EQ(checksum_of(src.out), reference_checksum()) << src.out;
+    EXPECT_NE(src.err.find("popek: migration: failed"), std::string::npos) << src.err;
+    EXPECT_EQ(src.err.find("popek: migration: commitment"), std::string::npos) << src.err;
+}
+
+// The destination ended without running the guest.
+void expect_no_vm_on(ProcessResult& d) {
+    EXPECT_NE(d.exit_code, 0);
+    EXPECT_EQ(d.out.find("PROBE-"), std::string::npos) << "the guest ran on the destination: " << d.out;
+}
+
+// ---- the destination dies at each phase --------------------------------------------
+
+struct Phase {
+    const char* name;
+    Policy hold;               // where the proxy stops the stream
+    const char* dest_logged;   // the destination's last phase line (proves where it was)
+    const char* dest_not_yet;  // a line it must not have reached ("" for none)
+};
+
+// gtest prints parameters in test listings: the name, not the bytes.
+void PrintTo(const Phase& p, std::ostream* os) { *os << p.name; }
+
+Policy hold_at(Dir d, FrameType t, int nth) {
+    return [=](Dir dir, FrameType type, int n) { return dir == d && type == t && n == nth ? Action::Hold : Action::Forward; };
+}
+
+class DestinationKilled : public ::testing::TestWithParam<Phase> {};
+
+TEST_P(DestinationKilled, SourceResumesAndFinishesItsWork) {
+    const Phase& phase = GetParam();
+    ASSERT_FALSE(reference_checksum().empty());
+    Hosts h;
+    ASSERT_TRUE(h.net.ok()) << h.net.error();
+    auto dest = h.start_dest();
+    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port, phase.hold);
+    ASSERT_TRUE(proxy.ok());
+    auto source = h.start_source();
+    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
+    auto migrate = h.start_migrate();
+    const std::string held = proxy.wait_held(120s);
+    ASSERT_NE(held, "") << "the migration never reached " << phase.name << migrate->err();
+    // The destination logs a phase just after acting on it: read its stderr
+    // until the line is there (it waits in the next phase meanwhile).
+    for (auto t0 = std::chrono::steady_clock::now();
+         dest->err().find(phase.dest_logged) == std::string::npos && std::chrono::steady_clock::now() - t0 < 10s;)
+        (void)dest->wait_for_line("PROBE-NEVER", 50ms);
+    ::kill(dest->pid(), SIGKILL);
+    auto d = dest->finish(30s);
+    EXPECT_NE(d.err.find(phase.dest_logged), std::string::npos) << held << "\n" << d.err;
+    if (*phase.dest_not_yet) {
+        EXPECT_EQ(d.err.find(phase.dest_not_yet), std::string::npos) << d.err;
+    }
+    proxy.close();  // the dead destination's connection closes
+    auto m = migrate->finish(120s);
+    EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
+    EXPECT_NE(m.err.find("migration failed"), std::string::npos) << m.err;
+    expect_source_finishes(*source, h.sock);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EachPhase, DestinationKilled,
+    ::testing::Values(
+        // Accepted, the hello not yet arrived.
+        Phase{"initialization", hold_at(Dir::ToDest, FrameType::Hello, 1), "migration: listening",
+              "migration: initialization"},
+        // Memory and devices reserved, its ok not yet at the source.
+        Phase{"reservation", hold_at(Dir::ToSource, FrameType::Reply, 1), "reservation memory and devices ready",
+              "precopy round"},
+        // Pages of the full pass arriving.
+        Phase{"precopy", hold_at(Dir::ToDest, FrameType::Pages, 1), "reservation memory and devices ready",
+              "validation"},
+        // The source paused and sent the last pages and its state; the state frame is held.
+        Phase{"stop-and-copy", hold_at(Dir::ToDest, FrameType::State, 1), "migration: precopy round 0 received",
+              "validation"},
+        // The destination checked everything and said yes; the source has not heard it.
+        Phase{"before commitment", hold_at(Dir::ToSource, FrameType::Reply, 2), "validation digest", ""}),
+    [](const auto& param_info) {
+        std::string n = param_info.param.name;
+        for (char& c : n)
+            if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+        return n;
+    });
+
+// ---- the source dies during pre-copy --------------------------------------------------
+
+TEST(MigrationFailure, SourceKilledDuringPrecopyLeavesNoVmOnTheDestination) {
+    Hosts h;
+    ASSERT_TRUE(h.net.ok()) << h.net.error();
+    auto dest = h.start_dest();
+    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
+                         hold_at(Dir::ToDest, FrameType::Pages, 1));
+    ASSERT_TRUE(proxy.ok());
+    auto source = h.start_source();
+    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
+    auto migrate = h.start_migrate();
+    ASSERT_NE(proxy.wait_held(120s), "") << migrate->err();
+    ::kill(source->pid(), SIGKILL);
+    (void)source->finish(30s);
+    proxy.close();  // the dead source's connection closes
+    auto d = dest->finish(60s);
+    EXPECT_EQ(d.exit_code, 1) << d.err;
+    expect_no_vm_on(d);
+    // One clear line says why.
+    EXPECT_NE(d.err.find("popek: error: incoming migration: receiving pages"), std::string::npos) << d.err;
+    (void)migrate->finish(30s);
+}
+
+// ---- the link goes down ---------------------------------------------------------------
+
+// The source paused and sent its state, which never arrives: the link to the
+// destination's host goes down. The source gives up waiting for the
+// validation reply after its 60 s reply timeout and resumes; the destination
+// gives up too and runs nothing.
+TEST(MigrationFailure, LinkDownDuringStopAndCopyResumesTheSourceWithinItsTimeout) {
+    Hosts h;
+    ASSERT_TRUE(h.net.ok()) << h.net.error();
+    auto dest = h.start_dest();
+    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
+                         hold_at(Dir::ToDest, FrameType::State, 1));
+    ASSERT_TRUE(proxy.ok());
+    auto source = h.start_source();
+    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
+    auto migrate = h.start_migrate();
+    ASSERT_NE(proxy.wait_held(120s), "") << migrate->err();
+    ASSERT_TRUE(h.net.set_link(0, false));
+    const auto t0 = std::chrono::steady_clock::now();
+    auto m = migrate->finish(120s);
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
+    EXPECT_NE(m.err.find("sent nothing for 60000 ms"), std::string::npos) << m.err;
+    EXPECT_LT(waited, 75s);
+    expect_source_finishes(*source, h.sock);
+    auto d = dest->finish(90s);
+    expect_no_vm_on(d);
+}
+
+// Known gaps, disabled until the migration code handles them (see the report
+// of branch migbench); run with --gtest_also_run_disabled_tests.
+//
+// The link goes down while the source is sending pages (its socket buffers
+// full): the source is blocked in send(2), which has no deadline, so it
+// resumes only when TCP gives up (tcp_retries2, ~15 min), not within the
+// reply timeout. Needs a send deadline on the migration socket (e.g.
+// TCP_USER_TIMEOUT or SO_SNDTIMEO in migration/stream.cpp).
+TEST(MigrationFailure, DISABLED_LinkDownDuringPrecopyResumesTheSourceWithinItsTimeout) {
+    Hosts h;
+    ASSERT_TRUE(h.net.ok()) << h.net.error();
+    auto dest = h.start_dest();
+    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
+                         hold_at(Dir::ToDest, FrameType::Pages, 1));
+    ASSERT_TRUE(proxy.ok());
+    // 256 MiB of data: far more than the socket buffers hold, so the source
+    // is still sending when the link goes.
+    auto source = h.start_source("dirty-rate 256 0", "512M");
+    ASSERT_TRUE(source->wait_for_line("PROBE-CLOCK", 60s)) << source->err();
+    auto migrate = h.start_migrate();
+    ASSERT_NE(proxy.wait_held(120s), "") << migrate->err();
+    ASSERT_TRUE(h.net.set_link(0, false));
+    auto m = migrate->finish(90s);
+    EXPECT_FALSE(m.timed_out) << "the source did not give up within 90 s";
+    EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
+    auto info = run_process({POPEK_BIN, "ctl", "--api-sock", h.sock, "info"}, 30s);
+    EXPECT_NE(info.out.find("\"running\""), std::string::npos) << info.out << info.err;
+}
+
+// The destination validated, built and started the VM, and its commit reply
+// is lost with the link: the source times out waiting for it and resumes
+// too, so the VM runs twice. Needs a protocol step after the reply (e.g. the
+// destination runs the VM only once the source acknowledges the commit, and
+// a source that sent its state resumes only when it knows the destination
+// will not run).
+TEST(MigrationFailure, DISABLED_LostCommitReplyLeavesTheVmRunningOnOneSideOnly) {
+    ASSERT_FALSE(reference_checksum().empty());
+    Hosts h;
+    ASSERT_TRUE(h.net.ok()) << h.net.error();
+    auto dest = h.start_dest();
+    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
+                         hold_at(Dir::ToSource, FrameType::Reply, 2));
+    ASSERT_TRUE(proxy.ok());
+    auto source = h.start_source();
+    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
+    auto migrate = h.start_migrate();
+    ASSERT_NE(proxy.wait_held(120s), "") << migrate->err();
+    ASSERT_TRUE(h.net.set_link(0, false));
+    (void)migrate->finish(120s);
+    auto src = source->finish(180s);
+    auto d = dest->finish(180s);
+    const bool src_ran = !checksum_of(src.out).empty(), dst_ran = !checksum_of(d.out).empty();
+    EXPECT_TRUE(src_ran != dst_ran) << "source finished: " << src_ran << ", destination finished: " << dst_ran;
+}
+
+// ---- a corrupted stream ------------------------------------------------------------------
+
+Policy corrupt_at(FrameType t, int nth, Action how) {
+    return [=](Dir dir, FrameType type, int n) {
+        return dir == Dir::ToDest && type == t && n == nth ? how : Action::Forward;
+    };
+}
+
+// A byte flipped in the middle of a pages frame: the frame check catches it,
+// the destination refuses with one line and the source resumes.
+TEST(MigrationFailure, CorruptedFrameIsRefusedAndTheSourceResumes) {
+    ASSERT_FALSE(reference_checksum().empty());
+    Hosts h;
+    ASSERT_TRUE(h.net.ok()) << h.net.error();
+    auto dest = h.start_dest();
+    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
+                         corrupt_at(FrameType::Pages, 1, Action::Corrupt));
+    ASSERT_TRUE(proxy.ok());
+    auto source = h.start_source();
+    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
+    auto m = h.start_migrate()->finish(120s);
+    EXPECT_TRUE(proxy.corrupted());
+    EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
+    auto d = dest->finish(60s);
+    EXPECT_EQ(d.exit_code, 1) << d.err;
+    EXPECT_NE(d.err.find("checksum mismatch in a pages frame"), std::string::npos) << d.err;
+    expect_no_vm_on(d);
+    expect_source_finishes(*source, h.sock);
+}
+
+// The same flip with the frame check recomputed, as if the damage happened
+// before the frame was sealed. Usually the page record's own check, the page
+// index check or the RAM digest catches it and the destination refuses; a
+// flipped page the source sends again later (compute rewrites its buffer)
+// may also be repaired before validation. Either way nothing is lost: the
+// guest finishes with the right result on exactly one side.
+TEST(MigrationFailure, CorruptedPageBehindAValidFrameCheckLosesNothing) {
+    ASSERT_FALSE(reference_checksum().empty());
+    Hosts h;
+    ASSERT_TRUE(h.net.ok()) << h.net.error();
+    auto dest = h.start_dest();
+    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
+                         corrupt_at(FrameType::Pages, 1, Action::CorruptResealed));
+    ASSERT_TRUE(proxy.ok());
+    auto source = h.start_source();
+    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
+    auto m = h.start_migrate()->finish(120s);
+    EXPECT_TRUE(proxy.corrupted());
+    if (m.exit_code != 0) {
+        EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
+        auto d = dest->finish(60s);
+        EXPECT_EQ(d.exit_code, 1) << d.err;
+        EXPECT_NE(d.err.find("popek: error: incoming migration: "), std::string::npos) << d.err;
+        expect_no_vm_on(d);
+        expect_source_finishes(*source, h.sock);
+    } else {
+        auto src = source->finish(60s);
+        EXPECT_EQ(checksum_of(src.out), "") << "both sides ran the guest";
+        auto d = dest->finish(180s);
+        EXPECT_EQ(d.exit_code, 0) << d.err;
+        EXPECT_EQ(checksum_of(d.out), reference_checksum()) << "a corrupted page reached the guest: " << d.out;
+    }
+}
+
+}  // namespace
+}  // namespace popek::test
