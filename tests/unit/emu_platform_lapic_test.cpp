@@ -585,14 +585,20 @@ TEST(EmuPlatformLapic, RestoreRejectsBadBlobs) {
 
 TEST(EmuPlatformLapic, ConcurrentDeliveryAndAcknowledge) {
     Enabled a;
-    std::atomic<bool> stop{false};
+    std::atomic<bool> delivered_all{false};
     std::atomic<int> taken{0};
+    // The "vCPU" is the only thread that acknowledges and EOIs, so between its
+    // iterations nothing is in service and pending_vector() < 0 means the IRR
+    // is empty; it stops once every delivery happened and none is left.
     std::thread vcpu([&] {
-        while (!stop.load()) {
+        for (;;) {
+            const bool last = delivered_all.load();
             if (a.pending_vector() >= 0) {
                 (void)a.acknowledge();
                 a.write(L::kEoi, 0, 0);
                 taken.fetch_add(1);
+            } else if (last) {
+                break;
             }
         }
     });
@@ -600,8 +606,7 @@ TEST(EmuPlatformLapic, ConcurrentDeliveryAndAcknowledge) {
         a.deliver(fixed(static_cast<uint8_t>(0x40 + i % 0x80)));
         a.tick(static_cast<uint64_t>(i), 0);
     }
-    while (a.pending_vector() >= 0) std::this_thread::yield();
-    stop = true;
+    delivered_all = true;
     vcpu.join();
     EXPECT_GT(taken.load(), 0);
     EXPECT_EQ(a.read(L::kPpr, 0), 0u);
