@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -155,6 +156,7 @@ double time_to_first_dot(const std::vector<std::string>& argv, const std::string
 
 struct Result {
     double snap_ms[2]{}, size_mib[2]{}, lazy_ms = 0, eager_ms = 0, qemu_restore_ms = 0;
+    double lazy_min_ms = 0, lazy_max_ms = 0;  // the spread: a busy host shows in the median first
     std::string note;  // the VMMs' own accounts of the save
 };
 
@@ -275,6 +277,8 @@ bool bench_restores(const Opts& o, const Size& s, const WorkDir& w, Result& res)
         qemu.push_back(q);
     }
     res.lazy_ms = median(lazy);
+    res.lazy_min_ms = *std::min_element(lazy.begin(), lazy.end());
+    res.lazy_max_ms = *std::max_element(lazy.begin(), lazy.end());
     res.eager_ms = median(eager);
     res.qemu_restore_ms = median(qemu);
     return true;
@@ -336,8 +340,9 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < o.sizes.size(); i++) {
         if (o.sizes[i].mem_mib != 128) continue;
         const double l = results[i].lazy_ms;
-        fmt::print("\nIssue 4 target, 128 MiB lazy restore-to-running < 8 ms (Firecracker's): {} ({:.2f} ms).\n",
-                   l < 8.0 ? "met" : "NOT met", l);
+        fmt::print("\nIssue 4 target, 128 MiB lazy restore-to-running < 8 ms (Firecracker's): {} ({:.2f} ms; "
+                   "min {:.2f}, max {:.2f} ms over {} runs).\n",
+                   l < 8.0 ? "met" : "NOT met", l, results[i].lazy_min_ms, results[i].lazy_max_ms, o.runs);
     }
     fmt::print("\nMedians of {} runs; snapshots in {} (page cache warm); QEMU restores with "
                "-incoming \"exec:cat FILE\" and the same machine arguments, then cont.\n",

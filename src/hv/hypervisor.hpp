@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/result.hpp"
@@ -84,8 +85,22 @@ struct SlotDirtyLog {
     std::vector<uint64_t> bitmap;
 };
 
+// Guest RAM the VM gets at creation, slot i for ram[i].
+struct RamMapping {
+    uint64_t gpa = 0;
+    uint64_t size = 0;
+    uint8_t* host = nullptr;
+};
+
 struct VmOptions {
+    explicit VmOptions(uint32_t vcpus = 1, std::vector<RamMapping> mappings = {})
+        : vcpu_count(vcpus), ram(std::move(mappings)) {}
+
     uint32_t vcpu_count = 1;
+    // Mapped as the VM is created, before its interrupt controllers: on some
+    // hosts (KVM under KVM-PVM) a memory slot added after them waits
+    // milliseconds for a grace period, one added first does not.
+    std::vector<RamMapping> ram;
 };
 
 class Vm {

@@ -7,7 +7,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <future>
 
 #include "arch/x86/acpi.hpp"
 #include "arch/x86/boot.hpp"
@@ -74,13 +73,9 @@ Result<void> Machine::build(const VmConfig& cfg, const LoadedSnapshot* snapshot)
     if (cfg.cpus > hv_->max_vcpus())
         return Error{"--cpus " + std::to_string(cfg.cpus) + ": this host's " + hv_->name() + " backend allows at most " +
                      std::to_string(hv_->max_vcpus())};
-    POPEK_ASSIGN_OR_RETURN(vm_, hv_->create_vm(hv::VmOptions{cfg.cpus}));
-    // VM-wide ioctls that wait for a memory-slot change to settle (~5 ms
-    // under KVM-PVM) go before the slots are registered in the background.
-    // Where the backend can batch them, POST-code writes stop costing a trip to user space.
-    (void)vm_->batch_port_writes(x86::kPortPostCode, 1);
-    if (snapshot != nullptr) POPEK_TRY(vm_->restore_state(snapshot->vm));
 
+    // Guest RAM exists before the VM so that the VM is created with it mapped
+    // (see hv::VmOptions::ram: later, a slot costs a grace period).
     auto ranges = x86::ram_ranges(cfg.memory_bytes);
     if (snapshot == nullptr) {
         POPEK_ASSIGN_OR_RETURN(memory_, memory::GuestMemory::create(ranges));
@@ -94,23 +89,19 @@ Result<void> Machine::build(const VmConfig& cfg, const LoadedSnapshot* snapshot)
         if (!mem) return mem.error();
         memory_ = std::move(mem).value();
     }
+    hv::VmOptions vm_options(cfg.cpus);
+    for (const auto& r : memory_.regions()) vm_options.ram.push_back({r.gpa, r.size, r.host});
+    POPEK_ASSIGN_OR_RETURN(vm_, hv_->create_vm(vm_options));
     // A backend that caches decoded guest code must see the devices' writes.
     if (hv_->name() == "emu") {
         hv::Vm* vm = vm_.get();
         memory_.set_write_observer([vm](uint64_t gpa, uint64_t len) { vm->host_wrote(gpa, len); });
     }
-    // Registering RAM with the hypervisor takes milliseconds on some hosts
-    // (~5 ms under KVM-PVM) and nothing below needs it until the vCPUs run,
-    // so it overlaps with loading the kernel and building devices and vCPUs.
-    auto mapped = std::async(std::launch::async, [this]() -> Result<void> {
-        uint32_t slot = 0;
-        for (const auto& r : memory_.regions()) POPEK_TRY(vm_->map_memory(slot++, r.gpa, r.size, r.host));
-        return {};
-    });
-    auto result = snapshot == nullptr ? load_and_build(cfg, kernel, initrd) : restore_and_build(*snapshot);
-    auto mapped_result = mapped.get();
-    POPEK_TRY(result);
-    POPEK_TRY(mapped_result);
+    // Where the backend can batch them, POST-code writes stop costing a trip to user space.
+    (void)vm_->batch_port_writes(x86::kPortPostCode, 1);
+    if (snapshot != nullptr) POPEK_TRY(vm_->restore_state(snapshot->vm));
+
+    POPEK_TRY(snapshot == nullptr ? load_and_build(cfg, kernel, initrd) : restore_and_build(*snapshot));
     // vCPU state (kvmclock MSRs among it) may point into guest RAM: after mapping.
     if (snapshot != nullptr) POPEK_TRY(restore_vcpu_states(*snapshot));
     return {};

@@ -66,7 +66,12 @@ base::Result<std::unique_ptr<Vm>> EmuHypervisor::create_vm(const VmOptions& opts
     if (opts.vcpu_count == 0 || opts.vcpu_count > kMaxEmuVcpus)
         return base::Error{"emu: " + std::to_string(opts.vcpu_count) + " vCPUs (1-" +
                            std::to_string(kMaxEmuVcpus) + " supported)"};
-    return std::unique_ptr<Vm>(new EmuVm(opts.vcpu_count, uint64_t{tsc_khz_} * 1000));
+    auto vm = std::unique_ptr<Vm>(new EmuVm(opts.vcpu_count, uint64_t{tsc_khz_} * 1000));
+    for (uint32_t slot = 0; slot < opts.ram.size(); slot++) {
+        const RamMapping& r = opts.ram[slot];
+        POPEK_TRY(vm->map_memory(slot, r.gpa, r.size, r.host));
+    }
+    return vm;
 }
 
 }  // namespace popek::hv::emu

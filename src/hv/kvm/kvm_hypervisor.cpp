@@ -119,6 +119,12 @@ Result<std::unique_ptr<Vm>> KvmHypervisor::create_vm(const VmOptions& opts) {
     int vmfd = xioctl(kvm_.get(), KVM_CREATE_VM, 0UL);
     if (vmfd < 0) return Error::from_errno("KVM_CREATE_VM");
     auto vm = std::make_unique<KvmVm>(base::UniqueFd(vmfd), run_size_, msr_indices_);
+    // Slots first: measured under KVM-PVM, the first slot costs ~0.1 ms when
+    // it precedes KVM_CREATE_IRQCHIP/KVM_CREATE_PIT2 and 4-7 ms after them.
+    for (uint32_t slot = 0; slot < opts.ram.size(); slot++) {
+        const RamMapping& r = opts.ram[slot];
+        POPEK_TRY(vm->map_memory(slot, r.gpa, r.size, r.host));
+    }
     POPEK_TRY(vm->init());
     int khz = xioctl(vmfd, KVM_GET_TSC_KHZ, 0UL);
     if (khz > 0) tsc_khz_ = static_cast<uint32_t>(khz);
