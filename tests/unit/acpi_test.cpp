@@ -380,13 +380,17 @@ TEST(Acpi, IaslDisassemblesEveryTable) {
               "Name (_UID, Zero) // _UID: Unique ID }",
               "Device (GED0) { Name (_HID, \"ACPI0013\" /* Generic Event Device */) // _HID: Hardware ID "
               "Name (_UID, Zero)",
-              "Memory32Fixed (ReadWrite, 0xFEA00000, // Address Base 0x00001000, // Address Length",
               "Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive, ,, ) { 0x00000009, }",
               "OperationRegion (GDST, SystemMemory, 0xFEA00000, 0x04)",
               "Field (GDST, DWordAcc, NoLock, Preserve) { GDAT, 32 }",
               "Method (_EVT, 1, NotSerialized) // _EVT: Event { Local0 = GDAT /* \\_SB_.GED0.GDAT */ "
               "If ((Local0 & One)) { Notify (PWRB, 0x80) // Status Change }"})
             EXPECT_NE(dsdt.find(want), std::string::npos) << "DSDT lacks: " << want;
+        // Linux's acpi-ged refuses a _CRS holding anything but interrupts.
+        const size_t ged = dsdt.find("Device (GED0)");
+        ASSERT_NE(ged, std::string::npos);
+        const std::string ged_crs = dsdt.substr(ged, dsdt.find("OperationRegion (GDST", ged) - ged);
+        EXPECT_EQ(ged_crs.find("Memory32Fixed"), std::string::npos) << ged_crs;
 
         const std::string& mcfg = dsl["MCFG"];
         for (const char* want : {"Signature : \"MCFG\"", "Base Address : 00000000E0000000",

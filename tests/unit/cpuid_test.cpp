@@ -173,6 +173,25 @@ TEST(Cpuid, TimingLeavesWithKnownTscFrequency) {
               uint64_t{tsc_khz} * 1000);
 }
 
+// Linux's native_calibrate_tsc computes (ECX / 1000) * EBX / EAX in 32-bit
+// arithmetic: the leaf must not overflow it, and must still give the rate
+// (within 2e-4: EBX is at most 4294; exact for whole-MHz rates).
+TEST(Cpuid, CrystalLeafSurvivesLinuxThirtyTwoBitArithmetic) {
+    for (uint32_t tsc_khz : {1989000u, 2450000u, 2893210u, 3700000u, 5123450u, 999990u}) {
+        const auto t = cpuid_policy(intel_supported(), {0, 1, tsc_khz});
+        const auto c = leaf(t, 0x15).value();
+        ASSERT_NE(c.eax, 0u);
+        const uint32_t crystal_khz = c.ecx / 1000;
+        ASSERT_LE(uint64_t{crystal_khz} * c.ebx, uint64_t{UINT32_MAX}) << tsc_khz;
+        const uint32_t linux_khz = crystal_khz * c.ebx / c.eax;
+        const double rel = (double(linux_khz) - double(tsc_khz)) / double(tsc_khz);
+        EXPECT_LT(rel < 0 ? -rel : rel, 2e-4) << tsc_khz << " kHz became " << linux_khz;
+        if (tsc_khz % 1000 == 0) {
+            EXPECT_EQ(linux_khz, tsc_khz);
+        }
+    }
+}
+
 TEST(Cpuid, NoTimingLeavesWithoutTscFrequency) {
     const auto t = cpuid_policy(amd_supported(), {0, 2, 0});
     EXPECT_FALSE(leaf(t, 0x40000010).has_value());

@@ -59,8 +59,10 @@ aml::Term generic_event_device() {
     return aml::device("GED0", {
         aml::name("_HID", aml::string("ACPI0013")),
         aml::name("_UID", aml::zero()),
+        // Only the interrupt: Linux's acpi-ged takes every _CRS entry for an
+        // interrupt and refuses the device on anything else. The register
+        // page is reached through the operation region below.
         aml::name("_CRS", aml::resource_template({
-            aml::memory32_fixed(true, static_cast<uint32_t>(kGedStart), static_cast<uint32_t>(kGedSize)),
             aml::interrupt({.consumer = true, .level = true, .active_low = false, .shared = false}, kGsiGed),
         })),
         aml::operation_region("GDST", aml::RegionSpace::SystemMemory, kGedStart, kEventRegisterBytes),

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string_view>
+#include <utility>
 
 namespace popek::arch::x86 {
 
@@ -31,7 +32,31 @@ constexpr uint32_t kExtEcxCmpLegacy = 1u << 1;
 constexpr uint32_t kTopologyLevelSmt = 1;
 constexpr uint32_t kTopologyLevelCore = 2;
 constexpr uint32_t kCrystalHz = 1000000000;          // = the LAPIC timer clock (1 GHz)
-constexpr uint32_t kCrystalRatioDenominator = 1000000;
+// Linux (native_calibrate_tsc) computes crystal_khz * EBX / EAX in 32 bits,
+// so with a 1 GHz crystal EBX must stay at or below this.
+constexpr uint32_t kCrystalMaxNumerator = UINT32_MAX / (kCrystalHz / 1000);
+
+// The ratio EBX/EAX of leaf 0x15 closest to tsc_khz / crystal kHz with EBX no
+// larger than kCrystalMaxNumerator (exact for TSC rates rounded to 1 MHz).
+std::pair<uint32_t, uint32_t> crystal_ratio(uint32_t tsc_khz) {
+    constexpr uint64_t crystal_khz = kCrystalHz / 1000;
+    uint32_t best_den = 1, best_num = 1;
+    uint64_t best_err = UINT64_MAX;
+    for (uint64_t den = 1; den <= kCrystalMaxNumerator; den++) {
+        const uint64_t num = (uint64_t{tsc_khz} * den + crystal_khz / 2) / crystal_khz;
+        if (num == 0) continue;
+        if (num > kCrystalMaxNumerator) break;
+        const uint64_t khz = crystal_khz * num / den;
+        const uint64_t err = khz > tsc_khz ? khz - tsc_khz : tsc_khz - khz;
+        if (err < best_err) {
+            best_err = err;
+            best_den = static_cast<uint32_t>(den);
+            best_num = static_cast<uint32_t>(num);
+            if (err == 0) break;
+        }
+    }
+    return {best_den, best_num};
+}
 
 CpuidEntry* find(Table& t, uint32_t function, uint32_t index = 0) {
     for (auto& e : t)
@@ -139,7 +164,8 @@ std::vector<hv::CpuidEntry> cpuid_policy(std::span<const hv::CpuidEntry> support
             put(t, {kCpuidTimingLeaf, 0, false, cfg.tsc_khz, kApicBusKhz, 0, 0});
         }
         // TSC = crystal * EBX / EAX; the crystal is the LAPIC timer clock.
-        put(t, {kLeafTscCrystal, 0, false, kCrystalRatioDenominator, cfg.tsc_khz, kCrystalHz, 0});
+        const auto [den, num] = crystal_ratio(cfg.tsc_khz);
+        put(t, {kLeafTscCrystal, 0, false, den, num, kCrystalHz, 0});
         const uint32_t mhz = cfg.tsc_khz / 1000;
         put(t, {kLeafFrequency, 0, false, mhz, mhz, 0, 0});
         if (CpuidEntry* l0 = find(t, kLeafVendor)) l0->eax = std::max(l0->eax, kLeafFrequency);

@@ -16,8 +16,13 @@ constexpr uint32_t kLeaf1Edx = (1u << 0) | (1u << 2) | (1u << 3) | (1u << 4) | (
                                (1u << 25) | (1u << 26);
 // CPUID.1:ECX — CX16, POPCNT.
 constexpr uint32_t kLeaf1Ecx = (1u << 13) | (1u << 23);
-// CPUID.7.0:EBX — BMI1 (ANDN, BEXTR, BLSI, BLSMSK, BLSR, TZCNT), ERMS (REP MOVSB/STOSB are fine to use).
-constexpr uint32_t kLeaf7Ebx = (1u << 3) | (1u << 9);
+// CPUID.7.0:EBX — TSC_ADJUST, BMI1 (ANDN, BEXTR, BLSI, BLSMSK, BLSR, TZCNT), ERMS (REP MOVSB/STOSB are fine to use).
+constexpr uint32_t kLeaf7Ebx = (1u << 1) | (1u << 3) | (1u << 9);
+// CPUID.80000007:EDX — invariant TSC: RDTSC reads the host's TSC (plus an
+// offset), which runs at a constant rate. With TSC_ADJUST this tells Linux
+// it needs no clocksource watchdog, which would otherwise compare the TSC
+// with a tick count that lags on a slow interpreter and throw the TSC out.
+constexpr uint32_t kExt7Edx = 1u << 8;
 // CPUID.80000001:ECX — LAHF/SAHF in 64-bit mode, LZCNT (ABM), PREFETCHW.
 constexpr uint32_t kExt1Ecx = (1u << 0) | (1u << 5) | (1u << 8);
 // CPUID.80000001:EDX — SYSCALL, NX, 1G pages, RDTSCP, LM.
@@ -77,6 +82,7 @@ void cpuid(const CpuState&, uint32_t leaf, uint32_t subleaf, uint32_t out[4]) {
     case 0x80000002: put_string("popek emulated ", out); break;
     case 0x80000003: put_string("x86-64 CPU", out); break;
     case 0x80000004: break;
+    case 0x80000007: out[3] = kExt7Edx; break;
     case 0x80000008: out[0] = kPhysAddrBits | (48u << 8); break;
     default: break;
     }
@@ -84,7 +90,7 @@ void cpuid(const CpuState&, uint32_t leaf, uint32_t subleaf, uint32_t out[4]) {
 
 std::vector<CpuidEntry> supported_cpuid() {
     static constexpr uint32_t kLeaves[] = {0, 1, 7, 0x80000000, 0x80000001, 0x80000002,
-                                           0x80000003, 0x80000004, 0x80000008};
+                                           0x80000003, 0x80000004, 0x80000007, 0x80000008};
     const CpuState none{};
     std::vector<CpuidEntry> out;
     for (uint32_t leaf : kLeaves) {
@@ -125,6 +131,7 @@ bool read_msr(Engine& e, uint32_t index, uint64_t& v) {
     }
     switch (index) {
     case msr::TSC: v = __rdtsc() + m.tsc_offset; return true;
+    case msr::TSC_ADJUST: v = m.tsc_adjust; return true;
     case msr::APIC_BASE: v = m.apic_base; return true;
     case msr::MTRRCAP: v = 0x508; return true;  // 8 variable ranges, fixed ranges, write-combining
     case msr::SYSENTER_CS: v = m.sysenter_cs; return true;
@@ -160,6 +167,12 @@ bool write_msr(Engine& e, uint32_t index, uint64_t v) {
     }
     switch (index) {
     case msr::TSC: m.tsc_offset = v - __rdtsc(); return true;
+    // Moves the TSC by the change. (Unlike hardware, a WRMSR to IA32_TSC does
+    // not move TSC_ADJUST: restoring TSC_ADJUST and then TSC is then exact.)
+    case msr::TSC_ADJUST:
+        m.tsc_offset += v - m.tsc_adjust;
+        m.tsc_adjust = v;
+        return true;
     case msr::APIC_BASE:
         if ((v & ~(0xfffff000ULL | (1ULL << 11) | (1ULL << 8))) != 0 || (v >> kPhysAddrBits) != 0) return false;
         m.apic_base = v;
@@ -216,7 +229,8 @@ bool write_msr(Engine& e, uint32_t index, uint64_t v) {
 }
 
 std::vector<uint32_t> msr_indices() {
-    std::vector<uint32_t> out = {msr::TSC,         msr::APIC_BASE,  msr::MTRRCAP,      msr::SYSENTER_CS,
+    // TSC_ADJUST before TSC: a restore writes them in this order.
+    std::vector<uint32_t> out = {msr::TSC_ADJUST,  msr::TSC,         msr::APIC_BASE,  msr::MTRRCAP,      msr::SYSENTER_CS,
                                  msr::SYSENTER_ESP, msr::SYSENTER_EIP, msr::MISC_ENABLE, msr::PAT,
                                  msr::MTRR_DEF_TYPE, msr::MTRR_FIX64K, msr::MTRR_FIX16K_80000,
                                  msr::MTRR_FIX16K_A0000, msr::EFER, msr::STAR, msr::LSTAR, msr::CSTAR,

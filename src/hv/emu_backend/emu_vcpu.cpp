@@ -161,9 +161,11 @@ bool EmuVcpu::handle_startup() {
         const CpuState fresh = reset_state();
         const uint64_t apic_base = s.msrs.apic_base;
         const uint64_t tsc_offset = s.msrs.tsc_offset;
+        const uint64_t tsc_adjust = s.msrs.tsc_adjust;
         s = fresh;
         s.msrs.apic_base = apic_base;
         s.msrs.tsc_offset = tsc_offset;
+        s.msrs.tsc_adjust = tsc_adjust;
         engine_.state_changed();
         wait_for_sipi_ = true;
     }
