@@ -203,6 +203,27 @@ TEST(EmuBackend, LocalApicTimerInterrupts) {
     for (int i = 0; i < 3; i++) EXPECT_EQ(g.run_to_port().addr, 0xF1u) << "tick " << i;
 }
 
+TEST(EmuBackend, TscDeadlineMsrArmsTheLocalApicTimer) {
+    // SVR enable, LVT timer in TSC-deadline mode (bits 17-18 = 2) vector
+    // 0x40, then IA32_TSC_DEADLINE = RDTSC + 2,000,000: one interrupt.
+    std::vector<uint8_t> code = {
+        0x66, 0xC7, 0x06, 0xF0, 0x00, 0xFF, 0x01, 0x00, 0x00,  // SVR = 0x1ff
+        0x66, 0xC7, 0x06, 0x20, 0x03, 0x40, 0x00, 0x04, 0x00,  // LVT timer = TSC-deadline | 0x40
+        0x0F, 0x31,                                            // rdtsc
+        0x66, 0x05, 0x80, 0x84, 0x1E, 0x00,                    // add eax, 2000000
+        0x66, 0x83, 0xD2, 0x00,                                // adc edx, 0
+        0x66, 0xB9, 0xE0, 0x06, 0x00, 0x00,                    // mov ecx, 0x6e0
+        0x0F, 0x30,                                            // wrmsr
+        0xFB, 0xF4, 0xEB, 0xFC,                                // 0x1026: sti; hlt; jmp
+        0xE6, 0xF1,                                            // 0x102A: report
+        0x66, 0xC7, 0x06, 0xB0, 0x00, 0x00, 0x00, 0x00, 0x00,  // EOI
+        0xCF,
+    };
+    EmuGuest g(code, 0xfee00000);
+    g.set_ivt(0x40, 0x102A);
+    EXPECT_EQ(g.run_to_port().addr, 0xF1u);
+}
+
 TEST(EmuBackend, LevelTriggeredGsiThroughTheIoapic) {
     // PICs masked; ES at the LAPIC (SVR enable), DS at the IOAPIC: pin 9
     // level-triggered, vector 0x50, physical destination APIC 0. The handler

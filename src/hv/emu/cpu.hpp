@@ -65,7 +65,7 @@ inline constexpr uint64_t SCE = 1ULL << 0, LME = 1ULL << 8, LMA = 1ULL << 10, NX
 namespace msr {
 inline constexpr uint32_t TSC = 0x10, APIC_BASE = 0x1b, TSC_ADJUST = 0x3b, BIOS_SIGN_ID = 0x8b, MTRRCAP = 0xfe;
 inline constexpr uint32_t SYSENTER_CS = 0x174, SYSENTER_ESP = 0x175, SYSENTER_EIP = 0x176;
-inline constexpr uint32_t MISC_ENABLE = 0x1a0, PAT = 0x277, MTRR_DEF_TYPE = 0x2ff;
+inline constexpr uint32_t MISC_ENABLE = 0x1a0, PAT = 0x277, MTRR_DEF_TYPE = 0x2ff, TSC_DEADLINE = 0x6e0;
 inline constexpr uint32_t MTRR_PHYS_FIRST = 0x200, MTRR_PHYS_LAST = 0x20f;  // 8 base/mask pairs
 inline constexpr uint32_t MTRR_FIX64K = 0x250, MTRR_FIX16K_80000 = 0x258, MTRR_FIX16K_A0000 = 0x259;
 inline constexpr uint32_t MTRR_FIX4K_FIRST = 0x268, MTRR_FIX4K_LAST = 0x26f;
@@ -105,6 +105,9 @@ struct Msrs {
     uint64_t kernel_gs_base = 0;
     uint64_t tsc_offset = 0;  // guest TSC = host TSC + tsc_offset
     uint64_t tsc_adjust = 0;  // IA32_TSC_ADJUST: what the guest added to its TSC through it
+    // IA32_TSC_DEADLINE (guest TSC): only stored here; a backend with a local
+    // APIC hands writes to it and keeps this copy current.
+    uint64_t tsc_deadline = 0;
     uint64_t tsc_aux = 0;
     uint64_t apic_base = 0xfee00900;  // enabled, BSP
     uint64_t sysenter_cs = 0, sysenter_esp = 0, sysenter_eip = 0;

@@ -132,6 +132,7 @@ bool read_msr(Engine& e, uint32_t index, uint64_t& v) {
     switch (index) {
     case msr::TSC: v = __rdtsc() + m.tsc_offset; return true;
     case msr::TSC_ADJUST: v = m.tsc_adjust; return true;
+    case msr::TSC_DEADLINE: v = m.tsc_deadline; return true;
     case msr::APIC_BASE: v = m.apic_base; return true;
     case msr::MTRRCAP: v = 0x508; return true;  // 8 variable ranges, fixed ranges, write-combining
     case msr::SYSENTER_CS: v = m.sysenter_cs; return true;
@@ -172,6 +173,11 @@ bool write_msr(Engine& e, uint32_t index, uint64_t v) {
     case msr::TSC_ADJUST:
         m.tsc_offset += v - m.tsc_adjust;
         m.tsc_adjust = v;
+        return true;
+    // Stops the engine at the next block so that the backend arms its timer.
+    case msr::TSC_DEADLINE:
+        m.tsc_deadline = v;
+        e.request_exit();
         return true;
     case msr::APIC_BASE:
         if ((v & ~(0xfffff000ULL | (1ULL << 11) | (1ULL << 8))) != 0 || (v >> kPhysAddrBits) != 0) return false;

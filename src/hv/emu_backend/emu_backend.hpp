@@ -197,6 +197,7 @@ private:
     Handled handle_internally(RunExit& e);
     void sync_with_vm();
     void sync_apic_base();
+    void sync_tsc_deadline();
     uint64_t tick_timers(uint64_t now);
     void wait_for_event(bool halted);
     bool handle_startup();
@@ -209,6 +210,7 @@ private:
     std::atomic<bool> exit_requested_{false};
     uint64_t tlb_gen_seen_ = 0;
     uint64_t apic_base_seen_ = 0;
+    uint64_t tsc_deadline_seen_ = 0;
 
     std::mutex wake_mu_;
     std::condition_variable wake_cv_;

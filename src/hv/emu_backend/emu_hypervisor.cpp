@@ -52,12 +52,15 @@ uint64_t host_tsc_hz() {
 }
 
 // The engine's own leaves plus what the backend's platform adds: the local
-// APIC (CPUID.1:EDX bit 9). Not TSC-deadline: the engine has no hook for
-// IA32_TSC_DEADLINE yet, so the guest uses the APIC timer's other modes.
+// APIC (CPUID.1:EDX bit 9) and its TSC-deadline timer mode (CPUID.1:ECX bit
+// 24; the engine's IA32_TSC_DEADLINE reaches the LAPIC through sync_tsc_deadline).
 base::Result<std::vector<CpuidEntry>> EmuHypervisor::supported_cpuid() {
     std::vector<CpuidEntry> entries = emu::supported_cpuid();
     for (CpuidEntry& e : entries) {
-        if (e.function == 1) e.edx |= 1u << 9;
+        if (e.function == 1) {
+            e.edx |= 1u << 9;
+            e.ecx |= 1u << 24;
+        }
     }
     return entries;
 }

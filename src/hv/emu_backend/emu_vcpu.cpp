@@ -100,6 +100,23 @@ void EmuVcpu::sync_apic_base() {
     apic_base_seen_ = base;
 }
 
+// WRMSR IA32_TSC_DEADLINE lands in the engine's MSRs (and stops the engine);
+// the LAPIC model arms its timer, in host-TSC terms (the guest's TSC is the
+// host's plus tsc_offset). The engine's copy then follows the LAPIC, which
+// clears the deadline when it fires or when the timer leaves that mode.
+void EmuVcpu::sync_tsc_deadline() {
+    uint64_t& msr = engine_.s.msrs.tsc_deadline;
+    const uint64_t offset = engine_.s.msrs.tsc_offset;
+    CpuInterrupts& ci = vm_.platform().cpu(index_);
+    if (msr != tsc_deadline_seen_) {
+        ci.set_tsc_deadline(msr == 0 ? 0 : msr - offset, vm_.guest_ns());
+        next_timer_ns_ = 0;  // recompute the next deadline before running on
+    }
+    const uint64_t armed = ci.tsc_deadline();
+    msr = armed == 0 ? 0 : armed + offset;
+    tsc_deadline_seen_ = msr;
+}
+
 // What other threads changed while the engine was stopped: code pages other
 // engines wrote, and the dirty log's generation (flush cached write permissions).
 void EmuVcpu::sync_with_vm() {
@@ -113,6 +130,7 @@ void EmuVcpu::sync_with_vm() {
         for (uint64_t page : drops) engine_.drop_code_page(page);
     }
     sync_apic_base();
+    sync_tsc_deadline();
     const uint64_t gen = vm_.tlb_generation();
     if (gen != tlb_gen_seen_) {
         tlb_gen_seen_ = gen;

@@ -104,6 +104,10 @@ void CpuInterrupts::lapic_write(uint32_t offset, uint32_t value, uint64_t now) {
 
 uint64_t CpuInterrupts::next_timer_ns() { return impl_->lapic.next_timer_ns(); }
 void CpuInterrupts::tick(uint64_t now) { impl_->lapic.tick(now, __rdtsc()); }
+uint64_t CpuInterrupts::tsc_deadline() const { return impl_->lapic.tsc_deadline(); }
+void CpuInterrupts::set_tsc_deadline(uint64_t host_tsc, uint64_t now) {
+    impl_->lapic.set_tsc_deadline(host_tsc, __rdtsc(), now);
+}
 
 // The model's reset state is already what firmware leaves: the BSP in
 // virtual-wire mode (LINT0 ExtINT, the only CPU the PIC's INTR reaches).

@@ -56,6 +56,10 @@ public:
     // Local timer: deadline in guest-clock ns (UINT64_MAX: none); tick when due.
     [[nodiscard]] uint64_t next_timer_ns();
     void tick(uint64_t now);
+    // IA32_TSC_DEADLINE in host-TSC terms (0: none armed; writes outside the
+    // timer's TSC-deadline mode are ignored).
+    [[nodiscard]] uint64_t tsc_deadline() const;
+    void set_tsc_deadline(uint64_t host_tsc, uint64_t now);
     void set_lints_firmware_default();
     // Snapshot: the 1 KiB register page, IA32_APIC_BASE, timer and pending events.
     [[nodiscard]] std::vector<uint8_t> save();
