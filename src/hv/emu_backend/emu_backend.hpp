@@ -196,6 +196,7 @@ private:
     enum class Handled { No, Yes };
     Handled handle_internally(RunExit& e);
     void sync_with_vm();
+    void sync_dirty_generation();  // flush the TLB if the dirty log changed
     void sync_apic_base();
     void sync_tsc_deadline();
     uint64_t tick_timers(uint64_t now);

@@ -131,6 +131,10 @@ void EmuVcpu::sync_with_vm() {
     }
     sync_apic_base();
     sync_tsc_deadline();
+    sync_dirty_generation();
+}
+
+void EmuVcpu::sync_dirty_generation() {
     const uint64_t gen = vm_.tlb_generation();
     if (gen != tlb_gen_seen_) {
         tlb_gen_seen_ = gen;
@@ -249,6 +253,10 @@ Result<VcpuExit> EmuVcpu::run() {
         if (now >= next_timer_ns_) tick_timers(now);
 
         vm_.barrier().enter_shared();
+        // A dirty-log fetch may have run between sync_with_vm() and here (it
+        // holds the barrier): flush cached write permissions before running,
+        // or this engine's writes to pages it wrote before would go unlogged.
+        sync_dirty_generation();
         RunExit e = engine_.run(kBudget);
         vm_.barrier().leave_shared();
 
