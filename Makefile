@@ -45,8 +45,11 @@ unit: build-asan
 e2e: build-asan
 	cd $(ASAN_BUILD) && ctest --output-on-failure -L e2e
 
+# The probe on KVM, then the stock Debian kernel on popek's emulation engine
+# (a shell on its console when run from a terminal).
 demo: build
 	./scripts/demo.sh $(BUILD)
+	./scripts/demo-linux.sh $(BUILD)
 
 bench: build
 	./bench/run.sh $(BUILD)
