@@ -30,8 +30,6 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-constexpr int kReplyTimeoutMs = 60000;
-
 // A token bucket: at most `rate` bytes per second on average, bursts of up
 // to 20 ms worth (at least two frames), so a round's measured rate stays
 // near the limit even after the idle time between rounds. take() sleeps (in slices, so a cancel is
@@ -218,8 +216,8 @@ Result<void> send_dirty(PageSender& out, std::vector<uint64_t>& bits, uint64_t p
     return out.send_pages(indices, false);
 }
 
-Result<json> expect_reply(Connection& conn, const char* what) {
-    auto f = conn.receive(kReplyTimeoutMs);
+Result<json> expect_reply(Connection& conn, const char* what, uint32_t timeout_ms) {
+    auto f = conn.receive(static_cast<int>(timeout_ms));
     if (!f) return f.error().context(std::string("waiting for the destination's ") + what + " reply");
     if (f->type != FrameType::Reply)
         return Error{std::string("the destination sent a ") + frame_type_name(f->type) + " frame, expected a reply"};
@@ -479,12 +477,13 @@ Result<json> Sender::run() {
     progress.set_phase("initialization");
     progress.update_extra(pages, 0, -1);
     Hello hello{kProtocolVersion, POPEK_VERSION, pages, std::string(compress::codec_name(opt.codec)),
-                opt.cache_pages, src.config_json()};
+                opt.cache_pages, src.config_json(), opt.timeout_ms};
+    conn.set_send_timeout(opt.timeout_ms);
     log_phase("initialization", "to " + opt.to + ", " + std::to_string(pages) + " pages, codec " + hello.codec);
     const auto t_hello = Clock::now();
     POPEK_TRY(conn.send_json(FrameType::Hello, hello_to_json(hello)));
     progress.set_phase("reservation");
-    POPEK_TRY(expect_reply(conn, "reservation"));
+    POPEK_TRY(expect_reply(conn, "reservation", opt.timeout_ms));
     fixed.rtt_ms = ms_between(t_hello, Clock::now());
     log_phase("reservation", "the destination built the VM's memory and devices");
 
@@ -518,7 +517,7 @@ Result<json> Sender::run() {
 
     progress.set_phase("validation");
     const auto t_validate = Clock::now();
-    POPEK_ASSIGN_OR_RETURN(json reply, expect_reply(conn, "validation"));
+    POPEK_ASSIGN_OR_RETURN(json reply, expect_reply(conn, "validation", opt.timeout_ms));
     downtime_ms = ms_between(t_pause, Clock::now());
     const double destination_ms = ms_between(t_validate, Clock::now());
     progress.set_phase("commitment");

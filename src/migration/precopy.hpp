@@ -49,6 +49,7 @@ struct MigrateOptions {
     uint32_t throttle_increment = 10; // added per round that still does not converge
     uint32_t throttle_max = 99;
     uint32_t threads = 2;           // encoding threads, 1..kMaxThreads
+    uint32_t timeout_ms = kDefaultTimeoutMs;  // a peer silent (or taking nothing) this long is gone
     PostcopyOptions postcopy{};     // migration/postcopy.hpp
 };
 

@@ -18,7 +18,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr int kFrameTimeoutMs = 60000;  // a source silent this long is gone
+// Until the hello says the source's timeout: a source silent this long is gone.
+constexpr int kHelloTimeoutMs = 60000;
 
 void refuse(Connection& conn, const std::string& why) {
     (void)conn.send_json(FrameType::Reply, json{{"ok", false}, {"error", why}});
@@ -36,6 +37,7 @@ struct Receiver {
     uint64_t pages = 0;
     uint64_t received = 0;
     uint64_t bytes = 0;
+    int timeout_ms = static_cast<int>(kDefaultTimeoutMs);
 
     Result<void> apply_pages(const Frame& f) {
         uint8_t* base = mem->regions().front().host;
@@ -98,7 +100,7 @@ Result<json> Receiver::switch_to_postcopy(const json& j) {
 
 Result<json> Receiver::run() {
     const auto t0 = Clock::now();
-    auto first = conn.receive(kFrameTimeoutMs);
+    auto first = conn.receive(kHelloTimeoutMs);
     if (!first) return first.error().context("waiting for the source's hello");
     if (first->type != FrameType::Hello) {
         refuse(conn, "expected a hello frame");
@@ -109,6 +111,8 @@ Result<json> Receiver::run() {
         refuse(conn, hello.error().message);
         return hello.error();
     }
+    if (hello->timeout_ms != 0) timeout_ms = static_cast<int>(hello->timeout_ms);
+    conn.set_send_timeout(static_cast<uint32_t>(timeout_ms));
     log_phase("initialization", "popek " + hello->popek_version + ", " + std::to_string(hello->pages) +
                                     " pages, codec " + hello->codec);
     auto reserved = target.reserve(*hello);
@@ -131,7 +135,7 @@ Result<json> Receiver::run() {
     log_phase("reservation", "memory and devices ready");
 
     for (;;) {
-        auto f = conn.receive(kFrameTimeoutMs);
+        auto f = conn.receive(timeout_ms);
         if (!f) return f.error().context("receiving pages");
         bytes += f->payload.size() + kFrameHeaderSize;
         switch (f->type) {

@@ -13,7 +13,8 @@
 // refused by name. Payloads:
 //
 //   Hello    CBOR map: protocol, popek_version, page_size, pages, codec,
-//            cache_pages, config (the VM configuration, JSON form)
+//            cache_pages, config (the VM configuration, JSON form),
+//            timeout_ms (optional: how long either side waits for the other)
 //   Reply    CBOR map: ok (bool), error (string, when not ok), and extras
 //            (the destination's digest in its commit reply)
 //   Pages    records back to back: u64 page index (LE; pages of the guest-RAM
@@ -116,7 +117,13 @@ struct Hello {
     std::string codec;           // compress::parse_codec name
     uint64_t cache_pages = 0;    // XBZRLE cache size both ends use
     nlohmann::json config;       // vmm::VmConfig as JSON; the VMM decodes it
+    uint32_t timeout_ms = 0;     // the peers' deadline for a frame (0: absent, kDefaultTimeoutMs)
 };
+// A peer that takes or sends nothing for this long is gone (the source's
+// --timeout-ms; the destination uses the one the hello carries).
+constexpr uint32_t kDefaultTimeoutMs = 30000;
+constexpr uint32_t kMinTimeoutMs = 100;
+constexpr uint32_t kMaxTimeoutMs = 3600000;
 nlohmann::json hello_to_json(const Hello& h);
 // Refuses another protocol version, another page size, missing or mistyped fields.
 base::Result<Hello> hello_from_json(const nlohmann::json& j);
@@ -128,12 +135,16 @@ public:
     Connection() = default;
     explicit Connection(int fd) : fd_(fd) {}
     ~Connection();
-    Connection(Connection&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+    Connection(Connection&& o) noexcept : fd_(o.fd_), send_timeout_ms_(o.send_timeout_ms_) { o.fd_ = -1; }
     Connection& operator=(Connection&& o) noexcept;
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
 
     [[nodiscard]] bool valid() const { return fd_ >= 0; }
+    // A send deadline: a send that can queue nothing for `ms` fails (a dead
+    // link fails the migration instead of blocking until TCP gives up, ~15
+    // min); TCP_USER_TIMEOUT (twice that) is the backstop. 0: none (the default).
+    void set_send_timeout(uint32_t ms);
     base::Result<void> send(FrameType type, std::span<const uint8_t> payload);
     base::Result<void> send_json(FrameType type, const nlohmann::json& cbor_payload);
     base::Result<void> send_raw(std::span<const uint8_t> bytes);
@@ -147,6 +158,7 @@ public:
 private:
     base::Result<void> read_exact(std::span<uint8_t> out, int timeout_ms);
     int fd_ = -1;
+    uint32_t send_timeout_ms_ = 0;
 };
 
 // "tcp:HOST:PORT" (HOST an IPv4 address or name, PORT 1-65535).

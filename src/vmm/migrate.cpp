@@ -177,6 +177,7 @@ Reply Machine::migrate_command(const MigrateCommand& c) {
     job->options.bandwidth = c.bandwidth;
     job->options.auto_converge = c.auto_converge;
     job->options.threads = c.threads;
+    job->options.timeout_ms = c.timeout_ms;
     auto postcopy = migration::parse_postcopy_mode(c.postcopy);  // post-copy hook
     if (!postcopy) return Reply::error(ReplyStatus::BadRequest, postcopy.error().message);
     job->options.postcopy = {*postcopy, c.postcopy_after_rounds};
