@@ -338,6 +338,7 @@ struct Sender {
     FixedCosts fixed;
     std::string postcopy_reason;  // post-copy hook: non-empty once pre-copy hands over to post-copy
     bool handed_over = false;     // post-copy: the switch went out, the VM must not resume here
+    bool committed = false;       // the Commit may have gone out: the VM must not resume here
 
     Result<json> run();
     Result<json> postcopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages);
@@ -518,11 +519,19 @@ Result<json> Sender::run() {
     progress.set_phase("validation");
     const auto t_validate = Clock::now();
     POPEK_ASSIGN_OR_RETURN(json reply, expect_reply(conn, "validation", opt.timeout_ms));
+    if (!reply.value("ready", false))
+        return Error{"the destination's validation reply does not say it is ready (protocol error)"};
+    // Commitment: from the moment the Commit may be on its way, the VM
+    // never resumes here (the destination runs it once the Commit arrives).
+    progress.set_phase("commitment");
+    committed = true;
+    if (auto c = conn.send_json(FrameType::Commit, json::object()); !c.ok())
+        return c.error().context("sending the commit");
     downtime_ms = ms_between(t_pause, Clock::now());
     const double destination_ms = ms_between(t_validate, Clock::now());
-    progress.set_phase("commitment");
     const uint64_t their = reply.value("digest", uint64_t{0});
-    log_phase("commitment", "the destination checked digest " + std::to_string(their) + " and took the VM");
+    log_phase("commitment", "the destination checked digest " + std::to_string(their) +
+                                " and is ready; the commit was sent: the VM is the destination's");
 
     const auto st = out.stats();
     const double total_ms = ms_between(t0, Clock::now());
@@ -591,10 +600,15 @@ Result<json> send_vm(MigrationSource& src, Connection& conn, const MigrateOption
         src.stop_dirty_log();
         if (s.throttle != 0) src.set_throttle(0);
         if (s.handed_over)
-            src.abandon(r.error().message);  // post-copy: the state is split, the VM cannot resume here
+            src.abandon("post-copy failed after the switch: " + r.error().message +
+                        "; the VM cannot resume here (its state is split with the destination)");
+        else if (s.committed)
+            src.abandon("the commit to the destination failed: " + r.error().message +
+                        "; the VM does not resume here (the destination runs it if the commit reached it)");
         else if (s.paused)
             src.resume();
         log_phase("failed", r.error().message + (s.handed_over ? " (after the post-copy switch: the VM is lost here)"
+                                                 : s.committed  ? " (after the commit: the VM does not resume here)"
                                                  : s.paused     ? " (the VM resumed here)"
                                                                 : " (the VM runs on here)"));
         progress.finish(false, r.error().message,

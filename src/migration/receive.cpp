@@ -60,6 +60,21 @@ struct Receiver {
 
     Result<json> run();
     Result<json> switch_to_postcopy(const json& j);
+    // The VM runs here only once the source's Commit arrives; without it
+    // (timeout, closed link, abort) it must not (the source may resume it).
+    Result<void> wait_commit() {
+        auto f = conn.receive(timeout_ms);
+        const std::string not_run = "; the VM does not run here (the source resumes it unless its commit was lost)";
+        if (!f) return Error{"no commit from the source: " + f.error().message + not_run};
+        if (f->type == FrameType::Commit) return {};
+        if (f->type == FrameType::Abort) {
+            auto j = frame_json(*f);
+            return Error{"the source aborted at commitment: " +
+                         (j.ok() ? j->value("error", std::string("no reason given")) : std::string("?")) + not_run};
+        }
+        return Error{std::string("the source sent a ") + frame_type_name(f->type) + " frame instead of its commit" +
+                     not_run};
+    }
 };
 
 // The source paused and handed the VM over; pages it still holds follow
@@ -181,8 +196,10 @@ Result<json> Receiver::run() {
                     refuse(conn, "building the VM: " + b.error().message);
                     return b.error().context("building the VM from the source's state");
                 }
-                POPEK_TRY(conn.send_json(FrameType::Reply, json{{"ok", true}, {"digest", mine}}));
-                log_phase("commitment", "the source was told to let go");
+                POPEK_TRY(conn.send_json(FrameType::Reply, json{{"ok", true}, {"ready", true}, {"digest", mine}}));
+                log_phase("commitment", "ready; waiting for the source's commit");
+                POPEK_TRY(wait_commit());
+                log_phase("commitment", "the source committed: the VM is ours");
                 return json{{"pages_received", received},
                             {"bytes_received", bytes},
                             {"digest", mine},
@@ -191,6 +208,7 @@ Result<json> Receiver::run() {
             case FrameType::Hello:
             case FrameType::Reply:
             case FrameType::PageRequest:
+            case FrameType::Commit:
                 refuse(conn, std::string("unexpected ") + frame_type_name(f->type) + " frame");
                 return Error{std::string("the source sent an unexpected ") + frame_type_name(f->type) + " frame"};
         }

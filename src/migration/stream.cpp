@@ -50,6 +50,7 @@ const char* frame_type_name(FrameType t) {
         case FrameType::State: return "state";
         case FrameType::Abort: return "abort";
         case FrameType::PageRequest: return "page-request";
+        case FrameType::Commit: return "commit";
     }
     return "unknown";
 }

@@ -25,6 +25,16 @@
 //   Abort    CBOR map: error — the sender gives up; the peer stops too
 //   PageRequest  (destination -> source, post-copy) u64 page indices (LE)
 //            the destination's vCPUs or devices are waiting for
+//   Commit   CBOR map (empty): the source's last word — it let go of the VM
+//
+// The end of pre-copy is a three-step handshake: after the State frame the
+// destination validates and builds the VM and answers a Reply with ready:
+// true (and its digest); the source answers Commit and from then on never
+// resumes; the destination runs the VM only once the Commit arrives, and
+// without it (within the timeout) exits without running it. So a lost
+// message never leaves the VM running on both sides; a Commit sent and then
+// lost (or a destination dying after it) leaves it running on neither —
+// the two-generals limit no protocol over one lossy link can avoid.
 //
 // Post-copy (migration/postcopy.hpp) reuses the others: its State frame
 // carries postcopy: true and `needed` (a bitmap, u64 LE words, of the pages
@@ -50,14 +60,24 @@
 
 namespace popek::migration {
 
-constexpr uint32_t kProtocolVersion = 1;
+// 2: the commit handshake (Reply ready, then Commit) and the hello's timeout.
+constexpr uint32_t kProtocolVersion = 2;
 constexpr size_t kFrameHeaderSize = 16;
 constexpr uint32_t kMaxFramePayload = 32u << 20;
 // A Pages frame is cut at this many bytes (a few hundred pages).
 constexpr size_t kPagesFrameTarget = 1u << 20;
 
-enum class FrameType : uint8_t { Hello = 1, Reply = 2, Pages = 3, RoundEnd = 4, State = 5, Abort = 6, PageRequest = 7 };
-constexpr FrameType kLastFrameType = FrameType::PageRequest;
+enum class FrameType : uint8_t {
+    Hello = 1,
+    Reply = 2,
+    Pages = 3,
+    RoundEnd = 4,
+    State = 5,
+    Abort = 6,
+    PageRequest = 7,
+    Commit = 8,
+};
+constexpr FrameType kLastFrameType = FrameType::Commit;
 // A PageRequest frame holds at most this many indices.
 constexpr size_t kMaxPageRequest = 4096;
 const char* frame_type_name(FrameType t);

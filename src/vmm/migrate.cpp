@@ -115,9 +115,7 @@ public:
     }
 
     void abandon(const std::string& why) override {
-        m_.request_exit({devices::GuestExitKind::Terminated, 0,
-                         "migration: post-copy failed after the switch: " + why +
-                             "; the VM cannot resume here (its state is split with the destination)"});
+        m_.request_exit({devices::GuestExitKind::Terminated, 0, "migration: " + why});
     }
 
 private:
