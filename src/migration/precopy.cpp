@@ -88,6 +88,10 @@ public:
         const bool xbzrle = codec_ == compress::Codec::Xbzrle || codec_ == compress::Codec::Auto;
         for (auto& l : lanes_) l->ctx.set_cache_sent_pages(on && xbzrle);
     }
+    // Each page sent: its digest (postcopy.hpp's page_digest, of the very
+    // bytes encoded) goes in digests[index], so the validation digest at the
+    // switch costs one pass over this array, not over all guest RAM.
+    void track_digests(std::vector<uint64_t>* digests) { digests_ = digests; }
     // Called (under the send lock) after each Pages frame: bytes and pages so far.
     void on_frame(std::function<void(uint64_t, uint64_t)> fn) { on_frame_ = std::move(fn); }
 
@@ -163,6 +167,7 @@ private:
         // and the record's check must match what the destination decodes.
         // (The write is in the dirty log; the page goes again next round.)
         std::memcpy(l.page.data(), src, compress::kPageSize);
+        if (digests_ != nullptr) (*digests_)[index] = page_digest(index, l.page.data());
         for (int i = 0; i < 8; ++i) l.batch.push_back(static_cast<uint8_t>(index >> (8 * i)));
         compress::encode_page(codec_, index, compress::ConstPage(l.page), l.ctx, l.batch);
         ++l.batch_pages;
@@ -190,6 +195,7 @@ private:
     RateLimiter limiter_;
     const std::atomic<bool>& cancel_;
     std::function<void(uint64_t, uint64_t)> on_frame_;
+    std::vector<uint64_t>* digests_ = nullptr;  // lanes write distinct indices
     std::atomic<uint64_t> bytes_{0};
     std::atomic<uint64_t> pages_{0};
     std::atomic<uint64_t> zero_skipped_{0};
@@ -309,7 +315,7 @@ namespace {
 
 // Fixed costs of the switch that do not depend on the dirty set, learned
 // from the first phases: the destination's reply time to the reservation
-// (a round trip plus its allocation), one digest of guest RAM (both ends
+// (a round trip plus its allocation), combining the per-page digests (both ends
 // compute one) and a guess for pausing, saving the state tree and the
 // destination's build. The downtime rule adds them to the pages' time.
 struct FixedCosts {
@@ -336,6 +342,7 @@ struct Sender {
     double downtime_ms = 0;
     uint32_t throttle = 0;
     FixedCosts fixed;
+    std::vector<uint64_t> page_digests;  // page_digest of each page as last sent (0: zero, never sent)
     std::string postcopy_reason;  // post-copy hook: non-empty once pre-copy hands over to post-copy
     bool handed_over = false;     // post-copy: the switch went out, the VM must not resume here
     bool committed = false;       // the Commit may have gone out: the VM must not resume here
@@ -387,11 +394,11 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
                              std::to_string(out.threads()) + " threads");
     POPEK_TRY(out.send_json(FrameType::RoundEnd, json{{"round", 0}, {"pages", pages - skipped}}));
 
-    // Digests now, while the guest runs: what the switch will cost twice.
-    // The faster of two, as the first may pay for cold caches or a busy host.
+    // The validation digest at the switch combines the per-page digests
+    // (both ends keep them as pages go): time that pass now.
     for (int i = 0; i < 2; ++i) {
         const auto t_digest = Clock::now();
-        POPEK_TRY(memory_digest(src.memory()));
+        (void)combine_page_digests(page_digests);
         const double d = ms_between(t_digest, Clock::now());
         fixed.digest_ms = i == 0 ? d : std::min(fixed.digest_ms, d);
     }
@@ -491,6 +498,8 @@ Result<json> Sender::run() {
     progress.set_phase("precopy");
     POPEK_TRY(src.start_dirty_log());
     PageSender out(conn, mem, opt.codec, opt.cache_pages, opt.threads, opt.bandwidth, cancel);
+    page_digests.assign(pages, 0);  // the destination's RAM starts zeroed: digest 0
+    out.track_digests(&page_digests);
     std::vector<uint64_t> bits((pages + 63) / 64, 0);
     if (postcopy_before_precopy(opt.postcopy))
         postcopy_reason = "pure post-copy requested (no pre-copy round)";
@@ -509,7 +518,9 @@ Result<json> Sender::run() {
     const double pages_ms = ms_between(t_pause, Clock::now()) - pause_ms;
     rounds.push_back({{"round", "stop-and-copy"}, {"pages", last}, {"throttle", throttle}});
     const auto t_digest = Clock::now();
-    POPEK_ASSIGN_OR_RETURN(uint64_t digest, memory_digest(mem));
+    // Over what was sent (every page dirtied since it went is in `bits` and
+    // went again above): the destination combines what it decoded.
+    const uint64_t digest = combine_page_digests(page_digests);
     const double digest_ms = ms_between(t_digest, Clock::now());
     const double save_ms = ms_between(t_pause, Clock::now());
     log_phase("stop-and-copy", std::to_string(last) + " pages, state and digest " + std::to_string(digest) +
