@@ -350,6 +350,17 @@ struct Sender {
     Result<json> run();
     Result<json> postcopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages);
     Result<void> precopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages);
+    // The destination acknowledges each round end once it has applied the
+    // round's pages: the round's time (and so the rate the downtime rule
+    // uses) is the destination's, not just the sender's (which runs ahead
+    // when decoding is the bottleneck, e.g. compression on a busy host).
+    Result<void> wait_applied(uint32_t round) {
+        POPEK_ASSIGN_OR_RETURN(json ack, expect_reply(conn, "round end", opt.timeout_ms));
+        if (ack.value("round", json(-1)) != json(round))
+            return Error{"the destination acknowledged round " + ack.value("round", json(-1)).dump() + ", expected " +
+                         std::to_string(round)};
+        return {};
+    }
     // Auto-converge: one throttle step up (initial, then + increment).
     void throttle_up(uint32_t round, double dirty_ratio);
 };
@@ -384,6 +395,8 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
     });
     POPEK_TRY(out.send_pages(candidates, true));
     const uint64_t skipped = pages - (candidates.size() - out.zero_skipped());
+    POPEK_TRY(out.send_json(FrameType::RoundEnd, json{{"round", 0}, {"pages", pages - skipped}}));
+    POPEK_TRY(wait_applied(0));
     double ms = ms_between(t_pass, Clock::now());
     double mbps = static_cast<double>(out.bytes()) / (1 << 20) / std::max(ms / 1000.0, 1e-6);
     rounds.push_back({{"round", 0}, {"pages", pages - skipped}, {"zero_pages_skipped", skipped}, {"ms", ms},
@@ -392,7 +405,6 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
                              std::to_string(skipped) + " zero skipped) in " + std::to_string(static_cast<int>(ms)) +
                              " ms, " + std::to_string(static_cast<int>(mbps)) + " MiB/s, " +
                              std::to_string(out.threads()) + " threads");
-    POPEK_TRY(out.send_json(FrameType::RoundEnd, json{{"round", 0}, {"pages", pages - skipped}}));
 
     // The validation digest at the switch combines the per-page digests
     // (both ends keep them as pages go): time that pass now.
@@ -461,6 +473,8 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
             progress.update(round, dirty, static_cast<double>(bytes - bytes0) / (1 << 20) / secs, bytes, out.pages());
         });
         POPEK_TRY(send_dirty(out, bits, pages));
+        POPEK_TRY(out.send_json(FrameType::RoundEnd, json{{"round", round}, {"pages", dirty}}));
+        POPEK_TRY(wait_applied(round));
         ms = ms_between(t_round, Clock::now());
         const uint64_t sent = out.bytes() - bytes0;
         last_sent_bytes = sent;
@@ -473,7 +487,6 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
                                  std::to_string(static_cast<int>(ms)) + " ms, " +
                                  std::to_string(static_cast<int>(mbps)) + " MiB/s" +
                                  (throttle != 0 ? ", throttle " + std::to_string(throttle) + "%" : ""));
-        POPEK_TRY(out.send_json(FrameType::RoundEnd, json{{"round", round}, {"pages", dirty}}));
     }
     out.on_frame({});
     return {};

@@ -165,6 +165,11 @@ Result<json> Receiver::run() {
                 POPEK_ASSIGN_OR_RETURN(json j, frame_json(*f));
                 log_phase("precopy", "round " + j.value("round", json(0)).dump() + " received, " +
                                          std::to_string(received) + " pages so far");
+                // Every page before it is applied: the source measures the
+                // round up to this acknowledgement.
+                POPEK_TRY(conn.send_json(FrameType::Reply, json{{"ok", true},
+                                                                {"round", j.value("round", json(0))},
+                                                                {"applied", received}}));
                 break;
             }
             case FrameType::Abort: {

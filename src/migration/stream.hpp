@@ -19,7 +19,9 @@
 //            (the destination's digest in its commit reply)
 //   Pages    records back to back: u64 page index (LE; pages of the guest-RAM
 //            memfd layout) then one page record (migration/compress/codec.hpp)
-//   RoundEnd CBOR map: round, pages — the source finished a round
+//   RoundEnd CBOR map: round, pages — the source finished a round; the
+//            destination answers a Reply (ok, round, applied: pages applied
+//            so far) once it applied the round, and the source waits for it
 //   State    CBOR map: state (the snapshot state tree), digest, pages —
 //            stop-and-copy's last frame: the source is paused
 //   Abort    CBOR map: error — the sender gives up; the peer stops too
