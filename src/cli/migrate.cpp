@@ -42,6 +42,10 @@ CLI::App* add_migrate_command(CLI::App& app, MigrateOptions& o) {
                 "Throttle the vCPUs step by step (20%, +10% per round, up to 99%) while the guest dirties faster "
                 "than the link carries");
     m->add_option("--threads", o.threads, "Threads compressing pages")->default_val(2)->check(CLI::Range(1, 8));
+    m->add_option("--timeout-ms", o.timeout_ms,
+                  "Give up (and resume the VM here) when the destination takes or sends nothing for this long")
+        ->default_val(30000)
+        ->check(CLI::Range(100, 3600000));
     // Post-copy (migration/postcopy.hpp).
     auto* pc = m->add_flag("--postcopy", o.postcopy,
                            "Post-copy: the destination runs the VM and pulls the pages it lacks, after "
@@ -83,7 +87,8 @@ std::string progress_line(const json& j) {
 
 int run_migrate(const MigrateOptions& o) {
     json body{{"to", o.to},       {"downtime_ms", o.downtime_ms},     {"max_rounds", o.max_rounds},
-              {"compress", o.compress}, {"auto_converge", o.auto_converge}, {"threads", o.threads}};
+              {"compress", o.compress}, {"auto_converge", o.auto_converge}, {"threads", o.threads},
+              {"timeout_ms", o.timeout_ms}};
     if (!o.bandwidth.empty()) {
         auto bw = migration::parse_bandwidth(o.bandwidth);
         if (!bw) return fail("--bandwidth: " + bw.error().message);

@@ -18,6 +18,7 @@ struct MigrateOptions {
     std::string bandwidth;  // "" = unlimited; else like 100M
     bool auto_converge = false;
     uint32_t threads = 2;
+    uint32_t timeout_ms = 30000;      // --timeout-ms
     bool postcopy = false;            // --postcopy
     bool auto_postcopy = false;       // --auto-postcopy
     uint32_t postcopy_after_rounds = 1;

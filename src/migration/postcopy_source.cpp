@@ -25,7 +25,6 @@ namespace {
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
-constexpr int kFinalReplyTimeoutMs = 60000;
 constexpr size_t kPushBatchPages = 32;  // small frames: a request never waits behind much
 // Pushed pages are held back while this much is queued in the socket, so a
 // requested page goes out (nearly) at once rather than behind megabytes.
@@ -199,9 +198,9 @@ Result<json> postcopy_send(PostcopySwitch& sw) {
         {
             std::unique_lock lock(reader.mu);
             if (end_sent) {
-                if (!reader.cv.wait_for(lock, std::chrono::milliseconds(kFinalReplyTimeoutMs),
+                if (!reader.cv.wait_for(lock, std::chrono::milliseconds(sw.opt.timeout_ms),
                                         [&] { return reader.done || !reader.requests.empty(); }))
-                    return Error{"the destination did not confirm post-copy within 60 s"};
+                    return Error{"the destination did not confirm post-copy within " + std::to_string(sw.opt.timeout_ms) + " ms"};
             } else if (hold_push) {
                 reader.cv.wait_until(lock, hold_until, [&] { return reader.done || !reader.requests.empty(); });
             }

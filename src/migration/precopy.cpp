@@ -30,8 +30,6 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-constexpr int kReplyTimeoutMs = 60000;
-
 // A token bucket: at most `rate` bytes per second on average, bursts of up
 // to 20 ms worth (at least two frames), so a round's measured rate stays
 // near the limit even after the idle time between rounds. take() sleeps (in slices, so a cancel is
@@ -90,6 +88,10 @@ public:
         const bool xbzrle = codec_ == compress::Codec::Xbzrle || codec_ == compress::Codec::Auto;
         for (auto& l : lanes_) l->ctx.set_cache_sent_pages(on && xbzrle);
     }
+    // Each page sent: its digest (postcopy.hpp's page_digest, of the very
+    // bytes encoded) goes in digests[index], so the validation digest at the
+    // switch costs one pass over this array, not over all guest RAM.
+    void track_digests(std::vector<uint64_t>* digests) { digests_ = digests; }
     // Called (under the send lock) after each Pages frame: bytes and pages so far.
     void on_frame(std::function<void(uint64_t, uint64_t)> fn) { on_frame_ = std::move(fn); }
 
@@ -165,6 +167,7 @@ private:
         // and the record's check must match what the destination decodes.
         // (The write is in the dirty log; the page goes again next round.)
         std::memcpy(l.page.data(), src, compress::kPageSize);
+        if (digests_ != nullptr) (*digests_)[index] = page_digest(index, l.page.data());
         for (int i = 0; i < 8; ++i) l.batch.push_back(static_cast<uint8_t>(index >> (8 * i)));
         compress::encode_page(codec_, index, compress::ConstPage(l.page), l.ctx, l.batch);
         ++l.batch_pages;
@@ -192,6 +195,7 @@ private:
     RateLimiter limiter_;
     const std::atomic<bool>& cancel_;
     std::function<void(uint64_t, uint64_t)> on_frame_;
+    std::vector<uint64_t>* digests_ = nullptr;  // lanes write distinct indices
     std::atomic<uint64_t> bytes_{0};
     std::atomic<uint64_t> pages_{0};
     std::atomic<uint64_t> zero_skipped_{0};
@@ -218,8 +222,8 @@ Result<void> send_dirty(PageSender& out, std::vector<uint64_t>& bits, uint64_t p
     return out.send_pages(indices, false);
 }
 
-Result<json> expect_reply(Connection& conn, const char* what) {
-    auto f = conn.receive(kReplyTimeoutMs);
+Result<json> expect_reply(Connection& conn, const char* what, uint32_t timeout_ms) {
+    auto f = conn.receive(static_cast<int>(timeout_ms));
     if (!f) return f.error().context(std::string("waiting for the destination's ") + what + " reply");
     if (f->type != FrameType::Reply)
         return Error{std::string("the destination sent a ") + frame_type_name(f->type) + " frame, expected a reply"};
@@ -311,7 +315,7 @@ namespace {
 
 // Fixed costs of the switch that do not depend on the dirty set, learned
 // from the first phases: the destination's reply time to the reservation
-// (a round trip plus its allocation), one digest of guest RAM (both ends
+// (a round trip plus its allocation), combining the per-page digests (both ends
 // compute one) and a guess for pausing, saving the state tree and the
 // destination's build. The downtime rule adds them to the pages' time.
 struct FixedCosts {
@@ -338,12 +342,25 @@ struct Sender {
     double downtime_ms = 0;
     uint32_t throttle = 0;
     FixedCosts fixed;
+    std::vector<uint64_t> page_digests;  // page_digest of each page as last sent (0: zero, never sent)
     std::string postcopy_reason;  // post-copy hook: non-empty once pre-copy hands over to post-copy
     bool handed_over = false;     // post-copy: the switch went out, the VM must not resume here
+    bool committed = false;       // the Commit may have gone out: the VM must not resume here
 
     Result<json> run();
     Result<json> postcopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages);
     Result<void> precopy(PageSender& out, std::vector<uint64_t>& bits, uint64_t pages);
+    // The destination acknowledges each round end once it has applied the
+    // round's pages: the round's time (and so the rate the downtime rule
+    // uses) is the destination's, not just the sender's (which runs ahead
+    // when decoding is the bottleneck, e.g. compression on a busy host).
+    Result<void> wait_applied(uint32_t round) {
+        POPEK_ASSIGN_OR_RETURN(json ack, expect_reply(conn, "round end", opt.timeout_ms));
+        if (ack.value("round", json(-1)) != json(round))
+            return Error{"the destination acknowledged round " + ack.value("round", json(-1)).dump() + ", expected " +
+                         std::to_string(round)};
+        return {};
+    }
     // Auto-converge: one throttle step up (initial, then + increment).
     void throttle_up(uint32_t round, double dirty_ratio);
 };
@@ -378,6 +395,8 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
     });
     POPEK_TRY(out.send_pages(candidates, true));
     const uint64_t skipped = pages - (candidates.size() - out.zero_skipped());
+    POPEK_TRY(out.send_json(FrameType::RoundEnd, json{{"round", 0}, {"pages", pages - skipped}}));
+    POPEK_TRY(wait_applied(0));
     double ms = ms_between(t_pass, Clock::now());
     double mbps = static_cast<double>(out.bytes()) / (1 << 20) / std::max(ms / 1000.0, 1e-6);
     rounds.push_back({{"round", 0}, {"pages", pages - skipped}, {"zero_pages_skipped", skipped}, {"ms", ms},
@@ -386,13 +405,12 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
                              std::to_string(skipped) + " zero skipped) in " + std::to_string(static_cast<int>(ms)) +
                              " ms, " + std::to_string(static_cast<int>(mbps)) + " MiB/s, " +
                              std::to_string(out.threads()) + " threads");
-    POPEK_TRY(out.send_json(FrameType::RoundEnd, json{{"round", 0}, {"pages", pages - skipped}}));
 
-    // Digests now, while the guest runs: what the switch will cost twice.
-    // The faster of two, as the first may pay for cold caches or a busy host.
+    // The validation digest at the switch combines the per-page digests
+    // (both ends keep them as pages go): time that pass now.
     for (int i = 0; i < 2; ++i) {
         const auto t_digest = Clock::now();
-        POPEK_TRY(memory_digest(src.memory()));
+        (void)combine_page_digests(page_digests);
         const double d = ms_between(t_digest, Clock::now());
         fixed.digest_ms = i == 0 ? d : std::min(fixed.digest_ms, d);
     }
@@ -455,6 +473,8 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
             progress.update(round, dirty, static_cast<double>(bytes - bytes0) / (1 << 20) / secs, bytes, out.pages());
         });
         POPEK_TRY(send_dirty(out, bits, pages));
+        POPEK_TRY(out.send_json(FrameType::RoundEnd, json{{"round", round}, {"pages", dirty}}));
+        POPEK_TRY(wait_applied(round));
         ms = ms_between(t_round, Clock::now());
         const uint64_t sent = out.bytes() - bytes0;
         last_sent_bytes = sent;
@@ -467,7 +487,6 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
                                  std::to_string(static_cast<int>(ms)) + " ms, " +
                                  std::to_string(static_cast<int>(mbps)) + " MiB/s" +
                                  (throttle != 0 ? ", throttle " + std::to_string(throttle) + "%" : ""));
-        POPEK_TRY(out.send_json(FrameType::RoundEnd, json{{"round", round}, {"pages", dirty}}));
     }
     out.on_frame({});
     return {};
@@ -479,18 +498,21 @@ Result<json> Sender::run() {
     progress.set_phase("initialization");
     progress.update_extra(pages, 0, -1);
     Hello hello{kProtocolVersion, POPEK_VERSION, pages, std::string(compress::codec_name(opt.codec)),
-                opt.cache_pages, src.config_json()};
+                opt.cache_pages, src.config_json(), opt.timeout_ms};
+    conn.set_send_timeout(opt.timeout_ms);
     log_phase("initialization", "to " + opt.to + ", " + std::to_string(pages) + " pages, codec " + hello.codec);
     const auto t_hello = Clock::now();
     POPEK_TRY(conn.send_json(FrameType::Hello, hello_to_json(hello)));
     progress.set_phase("reservation");
-    POPEK_TRY(expect_reply(conn, "reservation"));
+    POPEK_TRY(expect_reply(conn, "reservation", opt.timeout_ms));
     fixed.rtt_ms = ms_between(t_hello, Clock::now());
     log_phase("reservation", "the destination built the VM's memory and devices");
 
     progress.set_phase("precopy");
     POPEK_TRY(src.start_dirty_log());
     PageSender out(conn, mem, opt.codec, opt.cache_pages, opt.threads, opt.bandwidth, cancel);
+    page_digests.assign(pages, 0);  // the destination's RAM starts zeroed: digest 0
+    out.track_digests(&page_digests);
     std::vector<uint64_t> bits((pages + 63) / 64, 0);
     if (postcopy_before_precopy(opt.postcopy))
         postcopy_reason = "pure post-copy requested (no pre-copy round)";
@@ -509,7 +531,9 @@ Result<json> Sender::run() {
     const double pages_ms = ms_between(t_pause, Clock::now()) - pause_ms;
     rounds.push_back({{"round", "stop-and-copy"}, {"pages", last}, {"throttle", throttle}});
     const auto t_digest = Clock::now();
-    POPEK_ASSIGN_OR_RETURN(uint64_t digest, memory_digest(mem));
+    // Over what was sent (every page dirtied since it went is in `bits` and
+    // went again above): the destination combines what it decoded.
+    const uint64_t digest = combine_page_digests(page_digests);
     const double digest_ms = ms_between(t_digest, Clock::now());
     const double save_ms = ms_between(t_pause, Clock::now());
     log_phase("stop-and-copy", std::to_string(last) + " pages, state and digest " + std::to_string(digest) +
@@ -518,12 +542,20 @@ Result<json> Sender::run() {
 
     progress.set_phase("validation");
     const auto t_validate = Clock::now();
-    POPEK_ASSIGN_OR_RETURN(json reply, expect_reply(conn, "validation"));
+    POPEK_ASSIGN_OR_RETURN(json reply, expect_reply(conn, "validation", opt.timeout_ms));
+    if (!reply.value("ready", false))
+        return Error{"the destination's validation reply does not say it is ready (protocol error)"};
+    // Commitment: from the moment the Commit may be on its way, the VM
+    // never resumes here (the destination runs it once the Commit arrives).
+    progress.set_phase("commitment");
+    committed = true;
+    if (auto c = conn.send_json(FrameType::Commit, json::object()); !c.ok())
+        return c.error().context("sending the commit");
     downtime_ms = ms_between(t_pause, Clock::now());
     const double destination_ms = ms_between(t_validate, Clock::now());
-    progress.set_phase("commitment");
     const uint64_t their = reply.value("digest", uint64_t{0});
-    log_phase("commitment", "the destination checked digest " + std::to_string(their) + " and took the VM");
+    log_phase("commitment", "the destination checked digest " + std::to_string(their) +
+                                " and is ready; the commit was sent: the VM is the destination's");
 
     const auto st = out.stats();
     const double total_ms = ms_between(t0, Clock::now());
@@ -592,10 +624,15 @@ Result<json> send_vm(MigrationSource& src, Connection& conn, const MigrateOption
         src.stop_dirty_log();
         if (s.throttle != 0) src.set_throttle(0);
         if (s.handed_over)
-            src.abandon(r.error().message);  // post-copy: the state is split, the VM cannot resume here
+            src.abandon("post-copy failed after the switch: " + r.error().message +
+                        "; the VM cannot resume here (its state is split with the destination)");
+        else if (s.committed)
+            src.abandon("the commit to the destination failed: " + r.error().message +
+                        "; the VM does not resume here (the destination runs it if the commit reached it)");
         else if (s.paused)
             src.resume();
         log_phase("failed", r.error().message + (s.handed_over ? " (after the post-copy switch: the VM is lost here)"
+                                                 : s.committed  ? " (after the commit: the VM does not resume here)"
                                                  : s.paused     ? " (the VM resumed here)"
                                                                 : " (the VM runs on here)"));
         progress.finish(false, r.error().message,

@@ -6,8 +6,10 @@
 // loop stops when the remaining dirty set would go in the downtime limit, or
 // at the round cap) → stop-and-copy (pause, last dirty pages, state tree and
 // a digest of all guest RAM) → validation and commitment (the destination
-// checks the digest, builds the VM and answers ok; only then is the source's
-// VM released). On any failure before the commit reply the source resumes.
+// checks the digest, builds the VM and answers ready; the source answers
+// Commit, and the destination runs the VM only once that arrives: see the
+// handshake in stream.hpp). On any failure before the Commit goes out the
+// source resumes; after it, never.
 // Destination (receive_vm): the mirror image, activation left to the caller.
 //
 // Convergence aids on the source: a bandwidth cap (token bucket on the
@@ -49,6 +51,7 @@ struct MigrateOptions {
     uint32_t throttle_increment = 10; // added per round that still does not converge
     uint32_t throttle_max = 99;
     uint32_t threads = 2;           // encoding threads, 1..kMaxThreads
+    uint32_t timeout_ms = kDefaultTimeoutMs;  // a peer silent (or taking nothing) this long is gone
     PostcopyOptions postcopy{};     // migration/postcopy.hpp
 };
 
@@ -105,8 +108,8 @@ public:
     virtual base::Result<nlohmann::json> pause_and_save() = 0;
     // Failure before commitment: the VM runs on here.
     virtual void resume() = 0;
-    // Failure after a post-copy switch: the VM cannot resume here (its state
-    // is split with the destination); it ends with `why`.
+    // Failure after a post-copy switch or once the Commit may have gone out:
+    // the VM must not resume here; it ends with `why` (one sentence).
     virtual void abandon(const std::string& why) { (void)why; }
     // The destination owns the VM from now on (commitment, or a post-copy
     // destination about to run it): writable disks' locks go to it.

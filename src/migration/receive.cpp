@@ -18,7 +18,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr int kFrameTimeoutMs = 60000;  // a source silent this long is gone
+// Until the hello says the source's timeout: a source silent this long is gone.
+constexpr int kHelloTimeoutMs = 60000;
 
 void refuse(Connection& conn, const std::string& why) {
     (void)conn.send_json(FrameType::Reply, json{{"ok", false}, {"error", why}});
@@ -36,6 +37,7 @@ struct Receiver {
     uint64_t pages = 0;
     uint64_t received = 0;
     uint64_t bytes = 0;
+    int timeout_ms = static_cast<int>(kDefaultTimeoutMs);
 
     Result<void> apply_pages(const Frame& f) {
         uint8_t* base = mem->regions().front().host;
@@ -58,6 +60,21 @@ struct Receiver {
 
     Result<json> run();
     Result<json> switch_to_postcopy(const json& j);
+    // The VM runs here only once the source's Commit arrives; without it
+    // (timeout, closed link, abort) it must not (the source may resume it).
+    Result<void> wait_commit() {
+        auto f = conn.receive(timeout_ms);
+        const std::string not_run = "; the VM does not run here (the source resumes it unless its commit was lost)";
+        if (!f) return Error{"no commit from the source: " + f.error().message + not_run};
+        if (f->type == FrameType::Commit) return {};
+        if (f->type == FrameType::Abort) {
+            auto j = frame_json(*f);
+            return Error{"the source aborted at commitment: " +
+                         (j.ok() ? j->value("error", std::string("no reason given")) : std::string("?")) + not_run};
+        }
+        return Error{std::string("the source sent a ") + frame_type_name(f->type) + " frame instead of its commit" +
+                     not_run};
+    }
 };
 
 // The source paused and handed the VM over; pages it still holds follow
@@ -98,7 +115,7 @@ Result<json> Receiver::switch_to_postcopy(const json& j) {
 
 Result<json> Receiver::run() {
     const auto t0 = Clock::now();
-    auto first = conn.receive(kFrameTimeoutMs);
+    auto first = conn.receive(kHelloTimeoutMs);
     if (!first) return first.error().context("waiting for the source's hello");
     if (first->type != FrameType::Hello) {
         refuse(conn, "expected a hello frame");
@@ -109,6 +126,8 @@ Result<json> Receiver::run() {
         refuse(conn, hello.error().message);
         return hello.error();
     }
+    if (hello->timeout_ms != 0) timeout_ms = static_cast<int>(hello->timeout_ms);
+    conn.set_send_timeout(static_cast<uint32_t>(timeout_ms));
     log_phase("initialization", "popek " + hello->popek_version + ", " + std::to_string(hello->pages) +
                                     " pages, codec " + hello->codec);
     auto reserved = target.reserve(*hello);
@@ -131,7 +150,7 @@ Result<json> Receiver::run() {
     log_phase("reservation", "memory and devices ready");
 
     for (;;) {
-        auto f = conn.receive(kFrameTimeoutMs);
+        auto f = conn.receive(timeout_ms);
         if (!f) return f.error().context("receiving pages");
         bytes += f->payload.size() + kFrameHeaderSize;
         switch (f->type) {
@@ -146,6 +165,11 @@ Result<json> Receiver::run() {
                 POPEK_ASSIGN_OR_RETURN(json j, frame_json(*f));
                 log_phase("precopy", "round " + j.value("round", json(0)).dump() + " received, " +
                                          std::to_string(received) + " pages so far");
+                // Every page before it is applied: the source measures the
+                // round up to this acknowledgement.
+                POPEK_TRY(conn.send_json(FrameType::Reply, json{{"ok", true},
+                                                                {"round", j.value("round", json(0))},
+                                                                {"applied", received}}));
                 break;
             }
             case FrameType::Abort: {
@@ -162,7 +186,9 @@ Result<json> Receiver::run() {
                     refuse(conn, "state frame without state or digest");
                     return Error{"the source's state frame has no state or digest"};
                 }
-                POPEK_ASSIGN_OR_RETURN(uint64_t mine, memory_digest(*mem));
+                // Every page written here came through apply_pages, which
+                // kept its digest: one pass over that array, not over RAM.
+                const uint64_t mine = combine_page_digests(digests);
                 const uint64_t theirs = dg->get<uint64_t>();
                 if (mine != theirs) {
                     const std::string why = "guest RAM digest " + std::to_string(mine) +
@@ -177,8 +203,10 @@ Result<json> Receiver::run() {
                     refuse(conn, "building the VM: " + b.error().message);
                     return b.error().context("building the VM from the source's state");
                 }
-                POPEK_TRY(conn.send_json(FrameType::Reply, json{{"ok", true}, {"digest", mine}}));
-                log_phase("commitment", "the source was told to let go");
+                POPEK_TRY(conn.send_json(FrameType::Reply, json{{"ok", true}, {"ready", true}, {"digest", mine}}));
+                log_phase("commitment", "ready; waiting for the source's commit");
+                POPEK_TRY(wait_commit());
+                log_phase("commitment", "the source committed: the VM is ours");
                 return json{{"pages_received", received},
                             {"bytes_received", bytes},
                             {"digest", mine},
@@ -187,6 +215,7 @@ Result<json> Receiver::run() {
             case FrameType::Hello:
             case FrameType::Reply:
             case FrameType::PageRequest:
+            case FrameType::Commit:
                 refuse(conn, std::string("unexpected ") + frame_type_name(f->type) + " frame");
                 return Error{std::string("the source sent an unexpected ") + frame_type_name(f->type) + " frame"};
         }

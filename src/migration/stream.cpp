@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include <cerrno>
+#include <climits>
 #include <charconv>
 #include <cstring>
 
@@ -49,6 +50,7 @@ const char* frame_type_name(FrameType t) {
         case FrameType::State: return "state";
         case FrameType::Abort: return "abort";
         case FrameType::PageRequest: return "page-request";
+        case FrameType::Commit: return "commit";
     }
     return "unknown";
 }
@@ -171,7 +173,7 @@ json hello_to_json(const Hello& h) {
     return json{{"protocol", h.protocol},       {"popek_version", h.popek_version},
                 {"page_size", compress::kPageSize}, {"pages", h.pages},
                 {"codec", h.codec},             {"cache_pages", h.cache_pages},
-                {"config", h.config}};
+                {"config", h.config},           {"timeout_ms", h.timeout_ms}};
 }
 
 Result<Hello> hello_from_json(const json& j) {
@@ -204,6 +206,13 @@ Result<Hello> hello_from_json(const json& j) {
     auto cfg = j.find("config");
     if (cfg == j.end() || !cfg->is_object()) return Error{"hello: missing 'config'"};
     h.config = *cfg;
+    if (j.contains("timeout_ms")) {
+        POPEK_ASSIGN_OR_RETURN(uint64_t t, u64("timeout_ms"));
+        if (t != 0 && (t < kMinTimeoutMs || t > kMaxTimeoutMs))
+            return Error{"hello: timeout of " + std::to_string(t) + " ms is outside " + std::to_string(kMinTimeoutMs) +
+                         "-" + std::to_string(kMaxTimeoutMs)};
+        h.timeout_ms = static_cast<uint32_t>(t);
+    }
     return h;
 }
 
@@ -217,6 +226,7 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     if (this != &o) {
         if (fd_ >= 0) ::close(fd_);
         fd_ = o.fd_;
+        send_timeout_ms_ = o.send_timeout_ms_;
         o.fd_ = -1;
     }
     return *this;
@@ -232,11 +242,33 @@ size_t Connection::unsent_bytes() const {
     return static_cast<size_t>(n);
 }
 
+void Connection::set_send_timeout(uint32_t ms) {
+    send_timeout_ms_ = ms;
+    if (fd_ >= 0) {
+        // A backstop behind the poll deadline: TCP drops a connection whose
+        // data goes unacknowledged twice as long.
+        unsigned int user_timeout = ms > UINT_MAX / 2 ? ms : 2 * ms;
+        ::setsockopt(fd_, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+    }
+}
+
 Result<void> Connection::send_raw(std::span<const uint8_t> bytes) {
     size_t done = 0;
     while (done < bytes.size()) {
-        ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
+        int flags = MSG_NOSIGNAL;
+        if (send_timeout_ms_ > 0) {
+            // Wait for room at most the deadline, then queue what fits.
+            pollfd p{fd_, POLLOUT, 0};
+            const int r = ::poll(&p, 1, static_cast<int>(send_timeout_ms_));
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) return Error::from_errno("migration stream: poll");
+            if (r == 0)
+                return Error{"migration stream: the peer took nothing for " + std::to_string(send_timeout_ms_) +
+                             " ms (link down?)"};
+            flags |= MSG_DONTWAIT;
+        }
+        ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, flags);
+        if (n < 0 && (errno == EINTR || (send_timeout_ms_ > 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))) continue;
         if (n <= 0) return Error::from_errno("migration stream: send");
         done += static_cast<size_t>(n);
     }

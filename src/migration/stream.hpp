@@ -13,17 +13,30 @@
 // refused by name. Payloads:
 //
 //   Hello    CBOR map: protocol, popek_version, page_size, pages, codec,
-//            cache_pages, config (the VM configuration, JSON form)
+//            cache_pages, config (the VM configuration, JSON form),
+//            timeout_ms (optional: how long either side waits for the other)
 //   Reply    CBOR map: ok (bool), error (string, when not ok), and extras
 //            (the destination's digest in its commit reply)
 //   Pages    records back to back: u64 page index (LE; pages of the guest-RAM
 //            memfd layout) then one page record (migration/compress/codec.hpp)
-//   RoundEnd CBOR map: round, pages — the source finished a round
+//   RoundEnd CBOR map: round, pages — the source finished a round; the
+//            destination answers a Reply (ok, round, applied: pages applied
+//            so far) once it applied the round, and the source waits for it
 //   State    CBOR map: state (the snapshot state tree), digest, pages —
 //            stop-and-copy's last frame: the source is paused
 //   Abort    CBOR map: error — the sender gives up; the peer stops too
 //   PageRequest  (destination -> source, post-copy) u64 page indices (LE)
 //            the destination's vCPUs or devices are waiting for
+//   Commit   CBOR map (empty): the source's last word — it let go of the VM
+//
+// The end of pre-copy is a three-step handshake: after the State frame the
+// destination validates and builds the VM and answers a Reply with ready:
+// true (and its digest); the source answers Commit and from then on never
+// resumes; the destination runs the VM only once the Commit arrives, and
+// without it (within the timeout) exits without running it. So a lost
+// message never leaves the VM running on both sides; a Commit sent and then
+// lost (or a destination dying after it) leaves it running on neither —
+// the two-generals limit no protocol over one lossy link can avoid.
 //
 // Post-copy (migration/postcopy.hpp) reuses the others: its State frame
 // carries postcopy: true and `needed` (a bitmap, u64 LE words, of the pages
@@ -49,14 +62,24 @@
 
 namespace popek::migration {
 
-constexpr uint32_t kProtocolVersion = 1;
+// 2: the commit handshake (Reply ready, then Commit) and the hello's timeout.
+constexpr uint32_t kProtocolVersion = 2;
 constexpr size_t kFrameHeaderSize = 16;
 constexpr uint32_t kMaxFramePayload = 32u << 20;
 // A Pages frame is cut at this many bytes (a few hundred pages).
 constexpr size_t kPagesFrameTarget = 1u << 20;
 
-enum class FrameType : uint8_t { Hello = 1, Reply = 2, Pages = 3, RoundEnd = 4, State = 5, Abort = 6, PageRequest = 7 };
-constexpr FrameType kLastFrameType = FrameType::PageRequest;
+enum class FrameType : uint8_t {
+    Hello = 1,
+    Reply = 2,
+    Pages = 3,
+    RoundEnd = 4,
+    State = 5,
+    Abort = 6,
+    PageRequest = 7,
+    Commit = 8,
+};
+constexpr FrameType kLastFrameType = FrameType::Commit;
 // A PageRequest frame holds at most this many indices.
 constexpr size_t kMaxPageRequest = 4096;
 const char* frame_type_name(FrameType t);
@@ -116,7 +139,13 @@ struct Hello {
     std::string codec;           // compress::parse_codec name
     uint64_t cache_pages = 0;    // XBZRLE cache size both ends use
     nlohmann::json config;       // vmm::VmConfig as JSON; the VMM decodes it
+    uint32_t timeout_ms = 0;     // the peers' deadline for a frame (0: absent, kDefaultTimeoutMs)
 };
+// A peer that takes or sends nothing for this long is gone (the source's
+// --timeout-ms; the destination uses the one the hello carries).
+constexpr uint32_t kDefaultTimeoutMs = 30000;
+constexpr uint32_t kMinTimeoutMs = 100;
+constexpr uint32_t kMaxTimeoutMs = 3600000;
 nlohmann::json hello_to_json(const Hello& h);
 // Refuses another protocol version, another page size, missing or mistyped fields.
 base::Result<Hello> hello_from_json(const nlohmann::json& j);
@@ -128,12 +157,16 @@ public:
     Connection() = default;
     explicit Connection(int fd) : fd_(fd) {}
     ~Connection();
-    Connection(Connection&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+    Connection(Connection&& o) noexcept : fd_(o.fd_), send_timeout_ms_(o.send_timeout_ms_) { o.fd_ = -1; }
     Connection& operator=(Connection&& o) noexcept;
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
 
     [[nodiscard]] bool valid() const { return fd_ >= 0; }
+    // A send deadline: a send that can queue nothing for `ms` fails (a dead
+    // link fails the migration instead of blocking until TCP gives up, ~15
+    // min); TCP_USER_TIMEOUT (twice that) is the backstop. 0: none (the default).
+    void set_send_timeout(uint32_t ms);
     base::Result<void> send(FrameType type, std::span<const uint8_t> payload);
     base::Result<void> send_json(FrameType type, const nlohmann::json& cbor_payload);
     base::Result<void> send_raw(std::span<const uint8_t> bytes);
@@ -147,6 +180,7 @@ public:
 private:
     base::Result<void> read_exact(std::span<uint8_t> out, int timeout_ms);
     int fd_ = -1;
+    uint32_t send_timeout_ms_ = 0;
 };
 
 // "tcp:HOST:PORT" (HOST an IPv4 address or name, PORT 1-65535).

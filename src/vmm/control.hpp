@@ -30,6 +30,7 @@ struct MigrateCommand {    // start a live migration on its own thread; returns 
     uint64_t bandwidth = 0;         // bytes per second; 0 = unlimited
     bool auto_converge = false;
     uint32_t threads = 2;           // encoding threads, 1..8
+    uint32_t timeout_ms = 30000;    // a silent destination is gone after this long
     std::string postcopy = "off";   // off, on, auto (migration/postcopy.hpp)
     uint32_t postcopy_after_rounds = 1;
 };

@@ -115,9 +115,7 @@ public:
     }
 
     void abandon(const std::string& why) override {
-        m_.request_exit({devices::GuestExitKind::Terminated, 0,
-                         "migration: post-copy failed after the switch: " + why +
-                             "; the VM cannot resume here (its state is split with the destination)"});
+        m_.request_exit({devices::GuestExitKind::Terminated, 0, "migration: " + why});
     }
 
 private:
@@ -177,6 +175,7 @@ Reply Machine::migrate_command(const MigrateCommand& c) {
     job->options.bandwidth = c.bandwidth;
     job->options.auto_converge = c.auto_converge;
     job->options.threads = c.threads;
+    job->options.timeout_ms = c.timeout_ms;
     auto postcopy = migration::parse_postcopy_mode(c.postcopy);  // post-copy hook
     if (!postcopy) return Reply::error(ReplyStatus::BadRequest, postcopy.error().message);
     job->options.postcopy = {*postcopy, c.postcopy_after_rounds};

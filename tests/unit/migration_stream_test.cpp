@@ -1,5 +1,9 @@
 // The live-migration stream: frames round-trip; garbage, corruption, foreign
 // versions and malformed page batches are refused with clear errors.
+#include <sys/socket.h>
+
+#include <chrono>
+
 #include <gtest/gtest.h>
 
 #include "migration/compress/context.hpp"
@@ -69,6 +73,39 @@ TEST(MigrationStream, HelloRefusesAnotherProtocolVersion) {
     j = hello_to_json(h);
     j.erase("config");
     EXPECT_FALSE(hello_from_json(j).ok());
+}
+
+TEST(MigrationStream, HelloCarriesTheTimeoutAndRefusesAnAbsurdOne) {
+    Hello h{kProtocolVersion, "0.1.0", 100, "none", 16, json{{"cpus", 1}}, 5000};
+    auto ok = hello_from_json(hello_to_json(h));
+    ASSERT_TRUE(ok.ok()) << ok.error().message;
+    EXPECT_EQ(ok->timeout_ms, 5000u);
+    json j = hello_to_json(h);
+    j.erase("timeout_ms");  // absent: the destination's default
+    ASSERT_TRUE(hello_from_json(j).ok());
+    EXPECT_EQ(hello_from_json(j)->timeout_ms, 0u);
+    j["timeout_ms"] = 5;
+    auto bad = hello_from_json(j);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().message.find("timeout of 5 ms"), std::string::npos);
+    j["timeout_ms"] = "soon";
+    EXPECT_FALSE(hello_from_json(j).ok());
+}
+
+// A send deadline: a peer that reads nothing fails the send in about the
+// deadline instead of blocking it.
+TEST(MigrationStream, SendToAPeerThatReadsNothingFailsAtItsDeadline) {
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    Connection a(sv[0]), b(sv[1]);
+    a.set_send_timeout(200);
+    std::vector<uint8_t> big(8u << 20, 0x5a);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = a.send(FrameType::Pages, big);
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("took nothing for 200 ms"), std::string::npos) << r.error().message;
+    EXPECT_LT(waited, std::chrono::seconds(5));
 }
 
 TEST(MigrationStream, PageBatchesParseAndRefuseTruncation) {
