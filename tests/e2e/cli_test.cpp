@@ -65,7 +65,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadInputCase{"UnknownCommand", {"fly"}, "fly"},
         BadInputCase{"NoKernel", {"run"}, "--kernel"},
         BadInputCase{"BadSerial", {"run", "--kernel", kProbe, "--serial", "carrier-pigeon"}, "--serial"},
-        BadInputCase{"NoKvm", {"run", "--kernel", kProbe, "--kvm-device", "/nonexistent/kvm"},
+        BadInputCase{"NoKvm", {"run", "--engine", "kvm", "--kernel", kProbe, "--kvm-device", "/nonexistent/kvm"},
                      "cannot open /nonexistent/kvm"},
         BadInputCase{"MissingInitrd", {"run", "--kernel", kProbe, "--initrd", "/nonexistent/initrd"},
                      "cannot open initrd"}),
