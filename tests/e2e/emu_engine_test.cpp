@@ -153,28 +153,6 @@ TEST(EmuEngine, SnapshotAndRestoreOnEmu) {
     EXPECT_NE(refused.err.find("'emu' backend"), std::string::npos) << refused.err;
 }
 
-uint16_t free_port() {
-    const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(s);
-    return ntohs(a.sin_port);
-}
-
-bool listening(uint16_t port) {
-    std::ifstream f("/proc/net/tcp");
-    char want[32];
-    std::snprintf(want, sizeof want, ":%04X", port);
-    std::string line;
-    while (std::getline(f, line))
-        if (line.find(want) != std::string::npos && line.find(" 0A ") != std::string::npos) return true;
-    return false;
-}
-
 // Pre-copy live migration between two emu VMs: the engines' dirty log finds
 // every page compute rewrites; the destination finishes with the checksum.
 TEST(EmuEngine, LiveMigrationBetweenEmuVms) {

@@ -25,28 +25,6 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-uint16_t free_port() {
-    int s = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(s);
-    return ntohs(a.sin_port);
-}
-
-bool listening(uint16_t port) {
-    std::ifstream f("/proc/net/tcp");
-    char want[32];
-    std::snprintf(want, sizeof want, ":%04X", port);
-    std::string line;
-    while (std::getline(f, line))
-        if (line.find(want) != std::string::npos && line.find(" 0A ") != std::string::npos) return true;
-    return false;
-}
-
 std::string read_file(const std::string& path) {
     std::ifstream f(path);
     return std::string((std::istreambuf_iterator<char>(f)), {});

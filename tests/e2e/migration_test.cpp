@@ -27,29 +27,6 @@ using nlohmann::json;
 
 constexpr const char* kCompute = "compute 60000";  // ~3 s here
 
-uint16_t free_port() {
-    int s = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(s);
-    return ntohs(a.sin_port);
-}
-
-// Whether something listens on 127.0.0.1:port (/proc/net/tcp, state 0A).
-bool listening(uint16_t port) {
-    std::ifstream f("/proc/net/tcp");
-    char want[32];
-    std::snprintf(want, sizeof want, ":%04X", port);
-    std::string line;
-    while (std::getline(f, line))
-        if (line.find(want) != std::string::npos && line.find(" 0A ") != std::string::npos) return true;
-    return false;
-}
-
 void wait_listening(uint16_t port) {
     auto deadline = std::chrono::steady_clock::now() + 20s;
     while (!listening(port) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);

@@ -1,14 +1,18 @@
 #include "process.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -156,6 +160,28 @@ std::string TempImage::contents() const {
     std::stringstream ss;
     ss << f.rdbuf();
     return ss.str();
+}
+
+uint16_t free_port() {
+    const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(s);
+    return ntohs(a.sin_port);
+}
+
+bool listening(uint16_t port) {
+    std::ifstream f("/proc/net/tcp");
+    char want[32];
+    std::snprintf(want, sizeof want, ":%04X", port);
+    std::string line;
+    while (std::getline(f, line))
+        if (line.find(want) != std::string::npos && line.find(" 0A ") != std::string::npos) return true;
+    return false;
 }
 
 }  // namespace popek::test

@@ -53,6 +53,11 @@ std::vector<std::string> lines(const std::string& text);
 // The first line of `text` starting with `prefix`, or "" if none.
 std::string line_starting(const std::string& text, const std::string& prefix);
 
+// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
+uint16_t free_port();
+// Whether something listens on 127.0.0.1:port (/proc/net/tcp, state 0A).
+bool listening(uint16_t port);
+
 // A fresh directory under /tmp, removed with everything in it at scope end.
 class TempDir {
 public:
