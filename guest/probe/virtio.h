@@ -218,7 +218,11 @@ bool vq_wait_quiet(struct virtq *q, u32 *token, u32 *len);
 /* Free ring descriptors. */
 static inline u16 vq_free(const struct virtq *q) { return q->num_free; }
 
-#define VIRTIO_TIMEOUT_S 2
+/* How long a device may owe an expected completion, reset or interrupt.
+ * Generous: on a loaded host an fsync behind other tests' writeback, or a
+ * device thread waiting for a core, takes seconds, and the guest's TSC runs
+ * on meanwhile. The tests driving the probe keep their own deadlines. */
+#define VIRTIO_TIMEOUT_S 10
 /* VIRTIO_TIMEOUT_S in TSC ticks. */
 u64 virtio_timeout_ticks(void);
 

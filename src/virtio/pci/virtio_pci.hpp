@@ -162,6 +162,7 @@ private:
     bool on_notify(uint16_t queue);                   // device thread
     void device_failed(const base::Error& error);     // any thread but a vCPU's holding mu_
     void notify(uint16_t queue);
+    void kick_all_queues();  // as if the driver notified every queue
     void unregister_ioeventfds();
     [[nodiscard]] uint64_t notify_address(uint16_t queue) const;
 

@@ -110,6 +110,11 @@ void VirtioPciDevice::notify(uint16_t queue) {
     (void)!::write(notify_fds_[queue].get(), &one, sizeof one);
 }
 
+void VirtioPciDevice::kick_all_queues() {
+    const uint64_t one = 1;
+    for (const auto& fd : notify_fds_) (void)!::write(fd.get(), &one, sizeof one);
+}
+
 void VirtioPciDevice::device_failed(const base::Error& error) {
     // The guest broke the rules: stop processing, tell the driver through
     // DEVICE_NEEDS_RESET and a configuration change interrupt.

@@ -1,6 +1,4 @@
 // Pausing, and restoring a transport from a snapshot.
-#include <unistd.h>
-
 #include "virtio/pci/virtio_pci.hpp"
 
 namespace popek::virtio::pci {
@@ -25,8 +23,7 @@ void VirtioPciDevice::resume() {
     });
     // Notifications that arrived while paused were read and dropped: look
     // at every queue once.
-    const uint64_t one = 1;
-    for (const auto& fd : notify_fds_) (void)!::write(fd.get(), &one, sizeof one);
+    kick_all_queues();
 }
 
 base::Result<void> VirtioPciDevice::restore(const State& s) {
@@ -72,6 +69,10 @@ base::Result<void> VirtioPciDevice::restore(const State& s) {
     if ((s.status & kStatusDriverOk) != 0 && (s.status & (kStatusNeedsReset | kStatusFailed)) == 0) {
         auto activated = activate(s.driver_features);
         if (!activated.ok()) return activated.error().context(what + ": restoring the active device");
+        // A request the driver published and notified just before the pause
+        // was never taken (the kick was dropped while paused): its guest
+        // waits for a completion, not to notify again. Look at every queue once.
+        kick_all_queues();
     }
     return {};
 }
