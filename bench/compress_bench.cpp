@@ -154,7 +154,7 @@ int main(int argc, char** argv) {
     }
     const std::vector<Mix> mixes = make_mixes(memory, binary);
     constexpr Codec kCodecs[] = {Codec::None, Codec::Zero, Codec::Wkdm, Codec::Xbzrle,
-                                 Codec::Zstd, Codec::Lz4,  Codec::Auto};
+                                 Codec::Zstd, Codec::Lz4,  Codec::Sparse, Codec::Auto};
     for (const Mix& mix : mixes) {
         if (mix.pages.empty()) continue;
         for (Codec c : kCodecs) {

@@ -52,7 +52,7 @@ struct State {
 
 void round_trip(State& s, uint64_t gpn, const Page& page) {
     constexpr Codec kCodecs[] = {Codec::None, Codec::Zero, Codec::Wkdm, Codec::Xbzrle,
-                                 Codec::Zstd, Codec::Lz4,  Codec::Auto};
+                                 Codec::Zstd, Codec::Lz4,  Codec::Sparse, Codec::Auto};
     for (Codec codec : kCodecs) {
         const EncodedPage e = encode_page(codec, gpn, page, s.sender);
         check(e.codec == codec || e.codec == Codec::None || codec == Codec::Auto);

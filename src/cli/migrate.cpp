@@ -35,7 +35,7 @@ CLI::App* add_migrate_command(CLI::App& app, MigrateOptions& o) {
     m->add_option("--to", o.to, "Destination: tcp:HOST:PORT")->required();
     m->add_option("--downtime-ms", o.downtime_ms, "Longest acceptable pause")->default_val(300);
     m->add_option("--max-rounds", o.max_rounds, "Dirty rounds before stop-and-copy regardless")->default_val(30);
-    m->add_option("--compress", o.compress, "Page codec: none, zero, wkdm, xbzrle, zstd, lz4 or auto")
+    m->add_option("--compress", o.compress, "Page codec: none, zero, wkdm, xbzrle, zstd, lz4, sparse or auto")
         ->default_val("none");
     m->add_option("--bandwidth", o.bandwidth, "Bytes per second the migration may use: e.g. 100M, 1G (default: no limit)");
     m->add_flag("--auto-converge", o.auto_converge,

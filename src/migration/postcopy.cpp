@@ -44,8 +44,10 @@ std::string postcopy_switch_reason(const PostcopyOptions& o, uint32_t round, uin
 
 uint64_t page_digest(uint64_t index, const uint8_t* page) {
     if (is_zero_page(page)) return 0;
-    return XXH3_64bits_withSeed(page, compress::kPageSize, index);
+    return compress::page_hash(index, compress::ConstPage(page, compress::kPageSize));
 }
+
+uint64_t page_digest_from_hash(const uint8_t* page, uint64_t hash) { return is_zero_page(page) ? 0 : hash; }
 
 uint64_t combine_page_digests(std::span<const uint64_t> digests) {
     return XXH3_64bits(digests.data(), digests.size_bytes());

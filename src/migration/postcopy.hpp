@@ -81,6 +81,9 @@ inline bool postcopy_before_precopy(const PostcopyOptions& o) {
 // seeded with the page index), then XXH3-64 over that array. Both ends can
 // build it page by page in any order.
 uint64_t page_digest(uint64_t index, const uint8_t* page);
+// The same from the page's compress::page_hash (which encode_page and
+// decode_page hand back): no second pass over the page's bytes.
+uint64_t page_digest_from_hash(const uint8_t* page, uint64_t hash);
 uint64_t combine_page_digests(std::span<const uint64_t> digests);
 
 // ---- source -----------------------------------------------------------------

@@ -16,6 +16,7 @@
 
 #include "migration/compress/context.hpp"
 #include "migration/memory_file.hpp"
+#include "migration/pages_frame.hpp"
 
 namespace popek::migration {
 
@@ -74,18 +75,27 @@ private:
 // frames interleave.
 class PageSender {
 public:
+    // zstd and auto compress whole frames in each lane's zstd stream
+    // (PagesZ, pages_frame.hpp): zstd with raw page records inside, auto
+    // with zero and XBZRLE records where they fit. The other codecs encode
+    // page by page into Pages frames.
     PageSender(Connection& conn, const memory::GuestMemory& mem, compress::Codec codec, uint64_t cache_pages,
                uint32_t threads, uint64_t bandwidth, const std::atomic<bool>& cancel)
-        : conn_(conn), mem_(mem), codec_(codec), limiter_(bandwidth), cancel_(cancel) {
+        : conn_(conn), mem_(mem), limiter_(bandwidth), cancel_(cancel) {
+        const bool framed = codec == compress::Codec::Zstd || codec == compress::Codec::Auto;
+        page_codec_ = codec == compress::Codec::Zstd ? compress::Codec::None : codec;
         threads = std::clamp<uint32_t>(threads, 1, kMaxThreads);
         for (uint32_t i = 0; i < threads; ++i) {
-            lanes_.push_back(std::make_unique<Lane>(compress::CodecOptions{
-                .cache_pages = cache_pages, .cache_stripes = compress::kMigrationStripes, .cache_sent_pages = false}));
+            lanes_.push_back(std::make_unique<Lane>(compress::CodecOptions{.cache_pages = cache_pages,
+                                                                           .cache_stripes = compress::kMigrationStripes,
+                                                                           .cache_sent_pages = false,
+                                                                           .auto_skips_compressors = framed}));
             lanes_.back()->batch.reserve(kPagesFrameTarget + compress::kMaxRecordSize + 8);
+            if (framed) lanes_.back()->deflater = std::make_unique<PagesDeflater>(static_cast<uint8_t>(i), kFrameZstdLevel);
         }
     }
     void set_caching(bool on) {
-        const bool xbzrle = codec_ == compress::Codec::Xbzrle || codec_ == compress::Codec::Auto;
+        const bool xbzrle = page_codec_ == compress::Codec::Xbzrle || page_codec_ == compress::Codec::Auto;
         for (auto& l : lanes_) l->ctx.set_cache_sent_pages(on && xbzrle);
     }
     // Each page sent: its digest (postcopy.hpp's page_digest, of the very
@@ -140,6 +150,12 @@ public:
     [[nodiscard]] uint64_t pages() const { return pages_.load(); }
     [[nodiscard]] uint64_t zero_skipped() const { return zero_skipped_.load(); }
     [[nodiscard]] uint32_t threads() const { return static_cast<uint32_t>(lanes_.size()); }
+    // Bytes of Pages/PagesZ frames (headers included) per byte of the pages in them.
+    [[nodiscard]] double stream_ratio() const {
+        const uint64_t raw = pages_.load() * compress::kPageSize;
+        return raw == 0 ? 1.0 : static_cast<double>(page_bytes_.load()) / static_cast<double>(raw);
+    }
+    [[nodiscard]] bool framed() const { return lanes_.front()->deflater != nullptr; }
     [[nodiscard]] compress::CodecStats stats() const {
         compress::CodecStats sum;
         for (const auto& l : lanes_)
@@ -151,11 +167,16 @@ public:
     }
 
 private:
+    // zstd level of PagesZ frames: the fastest of the normal levels; guest
+    // RAM is mostly zeroes, small integers and pointers, which it catches.
+    static constexpr int kFrameZstdLevel = 1;
     struct Lane {
         explicit Lane(compress::CodecOptions o) : ctx(o) {}
         compress::CodecContext ctx;
         std::vector<uint8_t> batch;
         uint64_t batch_pages = 0;
+        std::unique_ptr<PagesDeflater> deflater;  // PagesZ frames when set
+        std::vector<uint8_t> zbatch;
         alignas(64) std::array<uint8_t, compress::kPageSize> page{};
     };
     size_t lane_of(uint64_t index) const {
@@ -163,23 +184,47 @@ private:
     }
     const uint8_t* base() const { return mem_.regions().front().host; }
     Result<void> encode(Lane& l, uint64_t index, const uint8_t* src) {
-        // A private copy: the guest may write the page while it is encoded,
-        // and the record's check must match what the destination decodes.
-        // (The write is in the dirty log; the page goes again next round.)
-        std::memcpy(l.page.data(), src, compress::kPageSize);
-        if (digests_ != nullptr) (*digests_)[index] = page_digest(index, l.page.data());
-        for (int i = 0; i < 8; ++i) l.batch.push_back(static_cast<uint8_t>(index >> (8 * i)));
-        compress::encode_page(codec_, index, compress::ConstPage(l.page), l.ctx, l.batch);
+        // The guest may write the page while it is encoded, and the record's
+        // check must match what the destination decodes. A raw record is
+        // itself a copy (encode_page hashes the copy); any other codec reads
+        // the page more than once, so it gets a private copy first. (The
+        // write is in the dirty log; the page goes again next round.)
+        const uint8_t* page = src;
+        if (page_codec_ != compress::Codec::None) {
+            std::memcpy(l.page.data(), src, compress::kPageSize);
+            page = l.page.data();
+        }
+        uint8_t at[8];
+        for (int i = 0; i < 8; ++i) at[i] = static_cast<uint8_t>(index >> (8 * i));
+        l.batch.insert(l.batch.end(), at, at + 8);
+        const size_t record = l.batch.size();
+        uint64_t hash = 0;
+        const compress::Codec used =
+            compress::encode_page(page_codec_, index, compress::ConstPage(page, compress::kPageSize), l.ctx, l.batch, &hash);
+        if (digests_ != nullptr) {
+            const uint8_t* decoded =
+                used == compress::Codec::None ? l.batch.data() + record + compress::kRecordHeaderSize : page;
+            (*digests_)[index] = used == compress::Codec::Zero ? 0 : page_digest_from_hash(decoded, hash);
+        }
         ++l.batch_pages;
         if (l.batch.size() >= kPagesFrameTarget) return ship(l);
         return {};
     }
     Result<void> ship(Lane& l) {
         if (l.batch.empty()) return {};
+        // Compressed outside the send lock: lanes compress in parallel.
+        std::span<const uint8_t> payload = l.batch;
+        FrameType type = FrameType::Pages;
+        if (l.deflater != nullptr) {
+            POPEK_TRY(l.deflater->deflate(l.batch, l.zbatch));
+            payload = l.zbatch;
+            type = FrameType::PagesZ;
+        }
         std::lock_guard lock(send_mu_);
-        POPEK_TRY(limiter_.take(l.batch.size() + kFrameHeaderSize, cancel_));
-        POPEK_TRY(conn_.send(FrameType::Pages, l.batch));
-        bytes_ += l.batch.size() + kFrameHeaderSize;
+        POPEK_TRY(limiter_.take(payload.size() + kFrameHeaderSize, cancel_));
+        POPEK_TRY(conn_.send(type, payload));
+        bytes_ += payload.size() + kFrameHeaderSize;
+        page_bytes_ += payload.size() + kFrameHeaderSize;
         pages_ += l.batch_pages;
         l.batch.clear();
         l.batch_pages = 0;
@@ -189,7 +234,7 @@ private:
 
     Connection& conn_;
     const memory::GuestMemory& mem_;
-    compress::Codec codec_;
+    compress::Codec page_codec_;  // what each page record uses (Auto: zero/XBZRLE/raw when framed)
     std::vector<std::unique_ptr<Lane>> lanes_;
     std::mutex send_mu_;  // one frame at a time on the connection; guards limiter_
     RateLimiter limiter_;
@@ -197,6 +242,7 @@ private:
     std::function<void(uint64_t, uint64_t)> on_frame_;
     std::vector<uint64_t>* digests_ = nullptr;  // lanes write distinct indices
     std::atomic<uint64_t> bytes_{0};
+    std::atomic<uint64_t> page_bytes_{0};
     std::atomic<uint64_t> pages_{0};
     std::atomic<uint64_t> zero_skipped_{0};
 };
@@ -579,7 +625,8 @@ Result<json> Sender::run() {
                 {"guest_pages", pages},
                 {"rounds", rounds.size() - 1},
                 {"pages_per_round", rounds},
-                {"compression_ratio", st.ratio()},
+                {"compression_ratio", out.stream_ratio()},
+                {"frame_compression", out.framed() ? "zstd" : "none"},
                 {"codec_pages", codec_pages},
                 {"threads", out.threads()},
                 {"bandwidth_limit", opt.bandwidth},

@@ -8,9 +8,11 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <array>
 #include <cerrno>
 #include <climits>
 #include <charconv>
@@ -51,19 +53,26 @@ const char* frame_type_name(FrameType t) {
         case FrameType::Abort: return "abort";
         case FrameType::PageRequest: return "page-request";
         case FrameType::Commit: return "commit";
+        case FrameType::PagesZ: return "pagesz";
     }
     return "unknown";
 }
 
+std::array<uint8_t, kFrameHeaderSize> encode_frame_header(FrameType type, std::span<const uint8_t> payload) {
+    std::array<uint8_t, kFrameHeaderSize> h{};
+    h[0] = 'P';
+    h[1] = 'M';
+    h[2] = static_cast<uint8_t>(type);
+    h[3] = 0;
+    store_le(h.data() + 4, payload.size(), 4);
+    store_le(h.data() + 8, payload_check(h.data(), payload), 8);
+    return h;
+}
+
 std::vector<uint8_t> encode_frame(FrameType type, std::span<const uint8_t> payload) {
-    std::vector<uint8_t> out(kFrameHeaderSize + payload.size());
-    out[0] = 'P';
-    out[1] = 'M';
-    out[2] = static_cast<uint8_t>(type);
-    out[3] = 0;
-    store_le(out.data() + 4, payload.size(), 4);
-    store_le(out.data() + 8, payload_check(out.data(), payload), 8);
-    if (!payload.empty()) std::memcpy(out.data() + kFrameHeaderSize, payload.data(), payload.size());
+    const auto h = encode_frame_header(type, payload);
+    std::vector<uint8_t> out(h.begin(), h.end());
+    out.insert(out.end(), payload.begin(), payload.end());
     return out;
 }
 
@@ -252,9 +261,12 @@ void Connection::set_send_timeout(uint32_t ms) {
     }
 }
 
-Result<void> Connection::send_raw(std::span<const uint8_t> bytes) {
+Result<void> Connection::send_raw(std::span<const uint8_t> bytes) { return send_parts(bytes, {}); }
+
+Result<void> Connection::send_parts(std::span<const uint8_t> first, std::span<const uint8_t> second) {
+    const size_t total = first.size() + second.size();
     size_t done = 0;
-    while (done < bytes.size()) {
+    while (done < total) {
         int flags = MSG_NOSIGNAL;
         if (send_timeout_ms_ > 0) {
             // Wait for room at most the deadline, then queue what fits.
@@ -267,7 +279,18 @@ Result<void> Connection::send_raw(std::span<const uint8_t> bytes) {
                              " ms (link down?)"};
             flags |= MSG_DONTWAIT;
         }
-        ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, flags);
+        // One sendmsg for both parts: no copy of the payload behind a header.
+        iovec iov[2];
+        int parts = 0;
+        if (done < first.size())
+            iov[parts++] = {const_cast<uint8_t*>(first.data() + done), first.size() - done};
+        const size_t in_second = done > first.size() ? done - first.size() : 0;
+        if (in_second < second.size())
+            iov[parts++] = {const_cast<uint8_t*>(second.data() + in_second), second.size() - in_second};
+        msghdr msg{};
+        msg.msg_iov = iov;
+        msg.msg_iovlen = static_cast<size_t>(parts);
+        ssize_t n = ::sendmsg(fd_, &msg, flags);
         if (n < 0 && (errno == EINTR || (send_timeout_ms_ > 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))) continue;
         if (n <= 0) return Error::from_errno("migration stream: send");
         done += static_cast<size_t>(n);
@@ -276,7 +299,8 @@ Result<void> Connection::send_raw(std::span<const uint8_t> bytes) {
 }
 
 Result<void> Connection::send(FrameType type, std::span<const uint8_t> payload) {
-    return send_raw(encode_frame(type, payload));
+    const auto header = encode_frame_header(type, payload);
+    return send_parts(header, payload);
 }
 
 Result<void> Connection::send_json(FrameType type, const json& cbor_payload) {

@@ -28,6 +28,8 @@
 //   PageRequest  (destination -> source, post-copy) u64 page indices (LE)
 //            the destination's vCPUs or devices are waiting for
 //   Commit   CBOR map (empty): the source's last word — it let go of the VM
+//   PagesZ   a Pages payload compressed in its sender lane's zstd stream
+//            (migration/pages_frame.hpp): codecs zstd and auto send these
 //
 // The end of pre-copy is a three-step handshake: after the State frame the
 // destination validates and builds the VM and answers a Reply with ready:
@@ -49,6 +51,7 @@
 // fuzz target fuzz_migration_stream drives them).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -63,7 +66,8 @@
 namespace popek::migration {
 
 // 2: the commit handshake (Reply ready, then Commit) and the hello's timeout.
-constexpr uint32_t kProtocolVersion = 2;
+// 3: PagesZ frames; a record's check covers its page number.
+constexpr uint32_t kProtocolVersion = 3;
 constexpr size_t kFrameHeaderSize = 16;
 constexpr uint32_t kMaxFramePayload = 32u << 20;
 // A Pages frame is cut at this many bytes (a few hundred pages).
@@ -78,8 +82,9 @@ enum class FrameType : uint8_t {
     Abort = 6,
     PageRequest = 7,
     Commit = 8,
+    PagesZ = 9,
 };
-constexpr FrameType kLastFrameType = FrameType::Commit;
+constexpr FrameType kLastFrameType = FrameType::PagesZ;
 // A PageRequest frame holds at most this many indices.
 constexpr size_t kMaxPageRequest = 4096;
 const char* frame_type_name(FrameType t);
@@ -91,6 +96,7 @@ struct Frame {
 
 // Header + payload, ready to send.
 std::vector<uint8_t> encode_frame(FrameType type, std::span<const uint8_t> payload);
+std::array<uint8_t, kFrameHeaderSize> encode_frame_header(FrameType type, std::span<const uint8_t> payload);
 std::vector<uint8_t> encode_json_frame(FrameType type, const nlohmann::json& cbor_payload);
 
 struct FrameHeader {
@@ -179,6 +185,7 @@ public:
 
 private:
     base::Result<void> read_exact(std::span<uint8_t> out, int timeout_ms);
+    base::Result<void> send_parts(std::span<const uint8_t> first, std::span<const uint8_t> second);
     int fd_ = -1;
     uint32_t send_timeout_ms_ = 0;
 };

@@ -26,7 +26,7 @@ struct MigrateCommand {    // start a live migration on its own thread; returns 
     std::string to;        // tcp:HOST:PORT
     uint32_t downtime_ms = 300;
     uint32_t max_rounds = 30;
-    std::string compress = "none";  // none, zero, wkdm, xbzrle, zstd, lz4, auto
+    std::string compress = "none";  // none, zero, wkdm, xbzrle, zstd, lz4, sparse, auto
     uint64_t bandwidth = 0;         // bytes per second; 0 = unlimited
     bool auto_converge = false;
     uint32_t threads = 2;           // encoding threads, 1..8

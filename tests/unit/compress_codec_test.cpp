@@ -32,7 +32,7 @@ std::vector<Page> page_kinds() {
 }
 
 constexpr Codec kAll[] = {Codec::None, Codec::Zero, Codec::Wkdm, Codec::Xbzrle,
-                          Codec::Zstd, Codec::Lz4,  Codec::Auto};
+                          Codec::Zstd, Codec::Lz4,  Codec::Sparse, Codec::Auto};
 
 TEST(CompressCodec, EveryCodecRoundTripsEveryKindOfPage) {
     for (Codec codec : kAll) {
@@ -41,7 +41,8 @@ TEST(CompressCodec, EveryCodecRoundTripsEveryKindOfPage) {
         for (const Page& p : page_kinds()) {
             EncodedPage e = round_trip(codec, gpn, p, sender, receiver);
             EXPECT_LE(e.bytes.size(), kMaxRecordSize);
-            EXPECT_TRUE(e.codec == codec || e.codec == Codec::None || codec == Codec::Auto)
+            EXPECT_TRUE(e.codec == codec || e.codec == Codec::None || codec == Codec::Auto ||
+                        (codec == Codec::Sparse && e.codec == Codec::Zero))
                 << codec_name(codec) << " sent as " << codec_name(e.codec);
             ++gpn;
         }
@@ -105,6 +106,46 @@ TEST(CompressCodec, AutoPicksTheCodecForThePage) {
               Codec::Xbzrle);
     CodecContext ratio(CodecOptions{.auto_prefers_ratio = true});
     EXPECT_EQ(encode_page(Codec::Auto, 4, testing::text_page(1), ratio).codec, Codec::Zstd);
+}
+
+// A mostly empty page (a header word, a few page-table entries) is a few
+// bytes as Sparse, and Auto picks it; an all-zero one stays a Zero record.
+TEST(CompressCodec, SparsePagesAreTheirNonZeroRuns) {
+    Page sparse = testing::zero_page();
+    for (size_t off : {0u, 8u, 2048u, 4088u}) sparse[off] = static_cast<uint8_t>(off / 8 + 1);
+    CodecContext sender(CodecOptions{.cache_pages = 0}), receiver;
+    EncodedPage e = round_trip(Codec::Sparse, 3, sparse, sender, receiver);
+    EXPECT_EQ(e.codec, Codec::Sparse);
+    EXPECT_LE(e.bytes.size(), kRecordHeaderSize + 4 * 3);  // per run: offset, length, one byte
+    EXPECT_EQ(round_trip(Codec::Auto, 4, sparse, sender, receiver).codec, Codec::Sparse);
+    EXPECT_EQ(encode_page(Codec::Sparse, 5, testing::zero_page(), sender).codec, Codec::Zero);
+    EXPECT_EQ(encode_page(Codec::Sparse, 6, testing::random_page(2), sender).codec, Codec::None);
+}
+
+// Both ends hand back the page's hash (the migration's per-page digest):
+// the same value, and page_hash's.
+TEST(CompressCodec, EncodeAndDecodeReturnThePageHash) {
+    CodecContext sender, receiver;
+    for (Codec codec : kAll) {
+        for (const Page& p : page_kinds()) {
+            std::vector<uint8_t> rec;
+            uint64_t sent = 1, got = 2;
+            encode_page(codec, 77, p, sender, rec, &sent);
+            Page out;
+            ASSERT_TRUE(decode_page(rec, 77, out, receiver, &got).ok()) << codec_name(codec);
+            EXPECT_EQ(sent, got) << codec_name(codec);
+            EXPECT_EQ(sent, page_hash(77, p)) << codec_name(codec);
+            EXPECT_NE(page_hash(78, p), sent) << "the hash is seeded with the page number";
+        }
+    }
+}
+
+// Auto inside a compressed frame: zero, XBZRLE and Sparse only; the rest raw.
+TEST(CompressCodec, AutoCanLeaveCompressionToTheFrame) {
+    CodecContext ctx(CodecOptions{.auto_skips_compressors = true});
+    EXPECT_EQ(encode_page(Codec::Auto, 1, testing::text_page(1), ctx).codec, Codec::None);
+    EXPECT_EQ(encode_page(Codec::Auto, 2, testing::small_ints_page(1), ctx).codec, Codec::None);
+    EXPECT_EQ(encode_page(Codec::Auto, 3, testing::zero_page(), ctx).codec, Codec::Zero);
 }
 
 TEST(CompressCodec, ZstdLevelsAllRoundTrip) {

@@ -68,7 +68,7 @@ TEST(CompressDecode, RefusesTrailingBytesAndBadLengths) {
 TEST(CompressDecode, RefusesUnknownCodecsAndFlags) {
     CodecContext sender(CodecOptions{.cache_pages = 0}), receiver;
     auto rec = encode_page(Codec::Zero, 0, testing::zero_page(), sender).bytes;
-    for (uint8_t id : {uint8_t{6}, uint8_t{7}, uint8_t{0xff}}) {
+    for (uint8_t id : {uint8_t{7}, uint8_t{8}, uint8_t{0xff}}) {  // 7 is Auto: never on the wire
         auto bad = rec;
         bad[0] = id;
         EXPECT_NE(decode_error(bad, 0, receiver).find("unknown codec id"), std::string::npos);
@@ -124,6 +124,16 @@ TEST(CompressDecode, RefusesARecordForAnotherPage) {
     ASSERT_EQ(delta.codec, Codec::Xbzrle);
     EXPECT_NE(decode_error(delta.bytes, 2, receiver).find("fails its check"), std::string::npos);
     EXPECT_NE(decode_error(delta.bytes, 3, receiver).find("not in the cache"), std::string::npos);
+}
+
+// The check is seeded with the page number: a raw record (no cache, no
+// codec state) applied to another page is refused too.
+TEST(CompressDecode, RefusesARawRecordForAnotherPage) {
+    CodecContext sender, receiver;
+    auto raw = encode_page(Codec::None, 10, testing::text_page(6), sender);
+    Page out;
+    ASSERT_TRUE(decode_page(raw.bytes, 10, out, receiver).ok());
+    EXPECT_NE(decode_error(raw.bytes, 11, receiver).find("fails its check"), std::string::npos);
 }
 
 // Hand-made XBZRLE payloads that respect the header but not the format.

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -106,6 +107,24 @@ TEST(MigrationStream, SendToAPeerThatReadsNothingFailsAtItsDeadline) {
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.error().message.find("took nothing for 200 ms"), std::string::npos) << r.error().message;
     EXPECT_LT(waited, std::chrono::seconds(5));
+}
+
+// A frame larger than the socket buffer goes out in several sendmsg calls
+// (header and payload as two parts) and arrives whole.
+TEST(MigrationStream, ALargeFrameArrivesWhole) {
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    Connection a(sv[0]), b(sv[1]);
+    std::vector<uint8_t> big(3u << 20);
+    for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>(i * 7 + (i >> 12));
+    base::Result<void> sent;
+    std::thread sender([&] { sent = a.send(FrameType::PagesZ, big); });
+    auto f = b.receive(10000);
+    sender.join();
+    ASSERT_TRUE(sent.ok()) << sent.error().message;
+    ASSERT_TRUE(f.ok()) << f.error().message;
+    EXPECT_EQ(f->type, FrameType::PagesZ);
+    EXPECT_EQ(f->payload, big);
 }
 
 TEST(MigrationStream, PageBatchesParseAndRefuseTruncation) {

@@ -15,22 +15,28 @@ namespace popek::migration::compress {
 
 namespace {
 
-constexpr std::array<std::string_view, kWireCodecs + 1> kNames = {"none", "zero", "wkdm", "xbzrle",
-                                                                   "zstd", "lz4",  "auto"};
+constexpr std::array<std::string_view, kWireCodecs + 1> kNames = {"none", "zero", "wkdm",   "xbzrle",
+                                                                   "zstd", "lz4",  "sparse", "auto"};
 
-uint32_t page_check(const uint8_t* header, const uint8_t* page) {
-    uint32_t seed;
-    std::memcpy(&seed, header, 4);
-    return static_cast<uint32_t>(XXH3_64bits_withSeed(page, kPageSize, seed));
+alignas(64) constexpr std::array<uint8_t, kPageSize> kZeroPage{};
+constexpr ConstPage zero_page() { return ConstPage{kZeroPage.data(), kPageSize}; }
+
+// The record check from the page's hash (page_hash) and the header's first
+// four bytes: multiplying by an odd constant is a bijection on the low 32
+// bits, so any change to those bytes changes the check.
+uint32_t record_check(const uint8_t* header, uint64_t hash) {
+    uint32_t h;
+    std::memcpy(&h, header, 4);
+    return static_cast<uint32_t>(hash ^ (uint64_t{h} * 0x9E3779B97F4A7C15ull));
 }
 
 // Fills the header in front of a payload of `size` bytes at rec + 8.
-void write_header(uint8_t* rec, Codec codec, uint8_t flags, size_t size, ConstPage page) {
+void write_header(uint8_t* rec, Codec codec, uint8_t flags, size_t size, uint64_t hash) {
     rec[0] = static_cast<uint8_t>(codec);
     rec[1] = flags;
     rec[2] = static_cast<uint8_t>(size);
     rec[3] = static_cast<uint8_t>(size >> 8);
-    const uint32_t check = page_check(rec, page.data());
+    const uint32_t check = record_check(rec, hash);
     std::memcpy(rec + 4, &check, 4);
 }
 
@@ -45,6 +51,10 @@ size_t encode_payload(Codec codec, uint64_t gpn, ConstPage page, CodecContext& c
     }
     case Codec::Zstd: return encode_zstd(page, ctx, dst);
     case Codec::Lz4: return encode_lz4(page, ctx, dst);
+    case Codec::Sparse: {
+        const size_t n = encode_xbzrle(page, zero_page(), dst);
+        return n == 0 ? kNoGain : n;  // an all-zero page is a Zero record
+    }
     case Codec::None:
     case Codec::Auto: break;
     }
@@ -55,6 +65,7 @@ size_t encode_payload(Codec codec, uint64_t gpn, ConstPage page, CodecContext& c
 //   1. an all-zero page is a Zero record;
 //   2. a cached page that changed little (delta under a quarter of a page)
 //      is an XBZRLE record — re-sent dirty pages usually are;
+//   2b. a page whose non-zero runs fit an eighth of a page is Sparse;
 //   3. WKdm's model over the first 128 words (an eighth of the page) is the
 //      cheap estimate: at most half of them misses means a page of words
 //      (integers, pointers, page tables), where WKdm is fast and good, so
@@ -63,12 +74,15 @@ size_t encode_payload(Codec codec, uint64_t gpn, ConstPage page, CodecContext& c
 //      half: lz4 (zstd if the options prefer ratio), bounded by WKdm's
 //      size, and the smaller of the two is kept.
 // Nothing fitting means a raw page. (Measured in bench/compress_bench.cpp.)
+// With auto_skips_compressors, 3 and 4 are left to the frame's compressor.
 struct Choice {
     Codec codec = Codec::None;
     size_t size = kNoGain;
 };
 
 constexpr size_t kSampleWords = 128;
+// A page whose non-zero runs fit an eighth of a page is a Sparse record.
+constexpr size_t kSparseLimit = kPageSize / 8;
 
 Choice choose(uint64_t gpn, ConstPage page, CodecContext& ctx, std::span<uint8_t> dst) {
     if (is_zero_page(page)) return {Codec::Zero, 0};
@@ -76,6 +90,9 @@ Choice choose(uint64_t gpn, ConstPage page, CodecContext& ctx, std::span<uint8_t
         const size_t n = encode_xbzrle(page, ConstPage{old, kPageSize}, dst.first(kPageSize / 4));
         if (n != kNoGain) return {Codec::Xbzrle, n};
     }
+    if (const size_t n = encode_payload(Codec::Sparse, gpn, page, ctx, dst.first(kSparseLimit)); n != kNoGain)
+        return {Codec::Sparse, n};
+    if (ctx.options().auto_skips_compressors) return {};
     Choice best;
     if (wkdm_sample_misses(page, kSampleWords) <= kSampleWords / 2) {
         const size_t wk = encode_wkdm(page, dst);
@@ -106,8 +123,11 @@ base::Result<Codec> parse_codec(std::string_view name) {
     for (size_t i = 0; i < kNames.size(); ++i) {
         if (kNames[i] == name) return static_cast<Codec>(i);
     }
-    return base::Error{fmt::format("unknown compression '{}' (none, zero, wkdm, xbzrle, zstd, lz4 or auto)", name)};
+    return base::Error{
+        fmt::format("unknown compression '{}' (none, zero, wkdm, xbzrle, zstd, lz4, sparse or auto)", name)};
 }
+
+uint64_t page_hash(uint64_t gpn, ConstPage page) { return XXH3_64bits_withSeed(page.data(), kPageSize, gpn); }
 
 bool is_zero_page(ConstPage page) {
     uint64_t acc = 0;
@@ -148,7 +168,8 @@ base::Result<RecordHeader> read_record_header(std::span<const uint8_t> stream) {
     return h;
 }
 
-Codec encode_page(Codec codec, uint64_t gpn, ConstPage page, CodecContext& ctx, std::vector<uint8_t>& out) {
+Codec encode_page(Codec codec, uint64_t gpn, ConstPage page, CodecContext& ctx, std::vector<uint8_t>& out,
+                  uint64_t* hash_out) {
     const size_t start = out.size();
     out.resize(start + kMaxRecordSize);
     // Anything encoded must be smaller than the page, or it goes raw.
@@ -156,6 +177,8 @@ Codec encode_page(Codec codec, uint64_t gpn, ConstPage page, CodecContext& ctx, 
     Choice c;
     if (codec == Codec::Auto) {
         c = choose(gpn, page, ctx, dst);
+    } else if (codec == Codec::Sparse && is_zero_page(page)) {
+        c = {Codec::Zero, 0};
     } else if (codec != Codec::None) {
         c = {codec, encode_payload(codec, gpn, page, ctx, dst)};
     }
@@ -164,7 +187,14 @@ Codec encode_page(Codec codec, uint64_t gpn, ConstPage page, CodecContext& ctx, 
         std::memcpy(out.data() + start + kRecordHeaderSize, page.data(), kPageSize);
     }
     const bool cache = ctx.options().cache_sent_pages && ctx.cache().capacity() > 0;
-    write_header(out.data() + start, c.codec, cache ? kRecordCache : 0, c.size, page);
+    // A raw record's payload is the decoded page: hash that copy, so a page
+    // that changes under the encoder (live guest RAM) still gets a record
+    // that checks out.
+    const uint64_t hash = c.codec == Codec::None
+                              ? page_hash(gpn, ConstPage{out.data() + start + kRecordHeaderSize, kPageSize})
+                              : page_hash(gpn, page);
+    if (hash_out != nullptr) *hash_out = hash;
+    write_header(out.data() + start, c.codec, cache ? kRecordCache : 0, c.size, hash);
     out.resize(start + kRecordHeaderSize + c.size);
     if (cache) ctx.cache().insert(gpn, page);
     auto& stats = ctx.stats();
@@ -180,7 +210,8 @@ EncodedPage encode_page(Codec codec, uint64_t gpn, ConstPage page, CodecContext&
     return e;
 }
 
-base::Result<void> decode_page(std::span<const uint8_t> record, uint64_t gpn, MutPage out, CodecContext& ctx) {
+base::Result<void> decode_page(std::span<const uint8_t> record, uint64_t gpn, MutPage out, CodecContext& ctx,
+                               uint64_t* hash_out) {
     POPEK_ASSIGN_OR_RETURN(const RecordHeader h, read_record_header(record));
     if (record.size() != h.record_size()) {
         return base::Error{fmt::format("page record of {} bytes is followed by {} more", h.record_size(),
@@ -201,13 +232,16 @@ base::Result<void> decode_page(std::span<const uint8_t> record, uint64_t gpn, Mu
     }
     case Codec::Zstd: POPEK_TRY(decode_zstd(payload, ctx, out)); break;
     case Codec::Lz4: POPEK_TRY(decode_lz4(payload, out)); break;
+    case Codec::Sparse: POPEK_TRY(decode_xbzrle(payload, zero_page(), out)); break;
     case Codec::Auto: return base::Error{"page record has codec auto"};  // read_record_header refuses it
     }
-    if (page_check(record.data(), out.data()) != h.check) {
+    const uint64_t hash = page_hash(gpn, out);
+    if (record_check(record.data(), hash) != h.check) {
         return base::Error{fmt::format("page {:#x} ({} record) fails its check: corrupted stream or XBZRLE "
                                        "caches out of step", gpn, codec_name(h.codec))};
     }
     if ((h.flags & kRecordCache) != 0) ctx.cache().insert(gpn, out);
+    if (hash_out != nullptr) *hash_out = hash;
     return base::ok();
 }
 

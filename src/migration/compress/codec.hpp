@@ -3,19 +3,23 @@
 //
 // A record is an 8-byte header and a payload:
 //
-//   offset 0  u8   codec on the wire (Codec::None..Codec::Lz4; never Auto)
+//   offset 0  u8   codec on the wire (Codec::None..Codec::Sparse; never Auto)
 //   offset 1  u8   flags: bit 0 = kRecordCache (the receiver caches the
 //                  decoded page for XBZRLE); other bits must be zero
 //   offset 2  u16  payload length, little-endian
-//   offset 4  u32  check: the low 32 bits of XXH3_64(decoded page, seed =
-//                  header bytes 0..3 as a little-endian u32)
+//   offset 4  u32  check: the low 32 bits of page_hash(gpn, decoded page)
+//                  XOR (header bytes 0..3 as a little-endian u32) times
+//                  0x9E3779B97F4A7C15
 //
-// The length frames a stream of records; the check covers the header and the
-// page the receiver ends up with, so a corrupted payload, a wrong codec or
-// flag byte, a page applied to the wrong guest page number and an XBZRLE
-// cache that went out of step are all refused, not silently accepted.
+// The length frames a stream of records; the check covers the header, the
+// guest page number and the page the receiver ends up with, so a corrupted
+// payload, a wrong codec or flag byte, a page applied to the wrong guest page
+// number and an XBZRLE cache that went out of step are all refused, not
+// silently accepted. Both ends hand the page's hash back (encode_page,
+// decode_page): it is the migration's per-page digest too, so each side
+// hashes a page once.
 // Payload lengths per codec: None exactly 4096, Zero 0, Xbzrle 0..4095 (0 =
-// unchanged since cached), Wkdm/Zstd/Lz4 1..4095 — an encoder whose output
+// unchanged since cached), Wkdm/Zstd/Lz4/Sparse 1..4095 — an encoder whose output
 // would not be smaller than the page sends it raw instead.
 //
 // decode_page() is the one parser of what arrives from the network: it never
@@ -43,11 +47,14 @@ using MutPage = std::span<uint8_t, kPageSize>;
 
 // The wire value of each codec is its enumerator's value. Auto is a request
 // to encode_page (pick per page), never a record's codec.
-enum class Codec : uint8_t { None = 0, Zero = 1, Wkdm = 2, Xbzrle = 3, Zstd = 4, Lz4 = 5, Auto = 6 };
-constexpr size_t kWireCodecs = 6;
+// Sparse is XBZRLE's format against the all-zero page: the few non-zero
+// runs of a mostly empty page (a fresh page with a header, a page table with
+// a few entries), a few bytes instead of 4096 and nothing to inflate.
+enum class Codec : uint8_t { None = 0, Zero = 1, Wkdm = 2, Xbzrle = 3, Zstd = 4, Lz4 = 5, Sparse = 6, Auto = 7 };
+constexpr size_t kWireCodecs = 7;
 
 std::string_view codec_name(Codec c);
-// "none", "zero", "wkdm", "xbzrle", "zstd", "lz4", "auto" -> Codec; Error otherwise.
+// "none", "zero", "wkdm", "xbzrle", "zstd", "lz4", "sparse", "auto" -> Codec; Error otherwise.
 base::Result<Codec> parse_codec(std::string_view name);
 
 struct RecordHeader {
@@ -69,7 +76,9 @@ class CodecContext;
 // (Auto: see choose in codec.cpp) or raw when that would not be smaller.
 // Returns the codec used. If the context caches sent pages, the record gets
 // kRecordCache and the page enters the context's cache. Never fails.
-Codec encode_page(Codec codec, uint64_t gpn, ConstPage page, CodecContext& ctx, std::vector<uint8_t>& out);
+// `hash_out`, if given, receives page_hash(gpn, page).
+Codec encode_page(Codec codec, uint64_t gpn, ConstPage page, CodecContext& ctx, std::vector<uint8_t>& out,
+                  uint64_t* hash_out = nullptr);
 
 struct EncodedPage {
     std::vector<uint8_t> bytes;  // one record
@@ -80,8 +89,12 @@ EncodedPage encode_page(Codec codec, uint64_t gpn, ConstPage page, CodecContext&
 // Decodes exactly one record (no bytes after it) for guest page `gpn` into
 // `out` and, if the record says so, caches the page. On error the context is
 // unchanged and `out` holds unspecified bytes.
-base::Result<void> decode_page(std::span<const uint8_t> record, uint64_t gpn, MutPage out, CodecContext& ctx);
+// `hash_out`, if given, receives page_hash(gpn, decoded page) on success.
+base::Result<void> decode_page(std::span<const uint8_t> record, uint64_t gpn, MutPage out, CodecContext& ctx,
+                               uint64_t* hash_out = nullptr);
 
+// XXH3_64 of the page seeded with its guest page number.
+uint64_t page_hash(uint64_t gpn, ConstPage page);
 bool is_zero_page(ConstPage page);
 
 }  // namespace popek::migration::compress

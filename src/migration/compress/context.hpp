@@ -32,6 +32,9 @@ struct CodecOptions {
     int lz4_acceleration = 1;
     // Auto: use zstd where it would use lz4 (slow links: ratio over speed).
     bool auto_prefers_ratio = false;
+    // Auto: only zero and XBZRLE records, else raw — the records go into a
+    // compressed frame (migration/pages_frame.hpp) that does the rest.
+    bool auto_skips_compressors = false;
 };
 
 // Per codec actually used: pages and bytes (records including headers).
