@@ -42,7 +42,8 @@ void handle(const Frame& f, compress::CodecContext& ctx, std::vector<uint8_t>& r
             (void)parse_page_batch(pages, [&](uint64_t index, std::span<const uint8_t> record) -> popek::base::Result<void> {
                 if (index >= kPages) return popek::base::Error{"outside"};
                 std::array<uint8_t, compress::kPageSize> page;
-                POPEK_TRY(compress::decode_page(record, index, compress::MutPage(page), ctx));
+                POPEK_TRY(compress::decode_page(record, index, compress::MutPage(page), ctx, nullptr,
+                                                f.type == FrameType::PagesZ));
                 std::copy(page.begin(), page.end(), ram.begin() + static_cast<long>(index * compress::kPageSize));
                 return {};
             });

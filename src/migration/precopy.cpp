@@ -89,7 +89,8 @@ public:
             lanes_.push_back(std::make_unique<Lane>(compress::CodecOptions{.cache_pages = cache_pages,
                                                                            .cache_stripes = compress::kMigrationStripes,
                                                                            .cache_sent_pages = false,
-                                                                           .auto_skips_compressors = framed}));
+                                                                           .auto_skips_compressors = framed,
+                                                                           .unchecked_records = framed}));
             lanes_.back()->batch.reserve(kPagesFrameTarget + compress::kMaxRecordSize + 8);
             if (framed) lanes_.back()->deflater = std::make_unique<PagesDeflater>(static_cast<uint8_t>(i), kFrameZstdLevel);
         }

@@ -45,7 +45,8 @@ struct Receiver {
 
     // Pages decode straight into guest RAM: a record that fails its check
     // fails the migration, and this VM never runs (the source resumes).
-    Result<void> apply_pages(std::span<const uint8_t> payload) {
+    // `compressed`: a PagesZ frame's, whose records may go without checks.
+    Result<void> apply_pages(std::span<const uint8_t> payload, bool compressed) {
         uint8_t* base = mem->regions().front().host;
         auto n = parse_page_batch(payload, [&](uint64_t index, std::span<const uint8_t> record) -> Result<void> {
             if (index >= pages)
@@ -54,7 +55,8 @@ struct Receiver {
             populate(base, index);
             uint8_t* page = base + index * compress::kPageSize;
             uint64_t hash = 0;
-            POPEK_TRY(compress::decode_page(record, index, compress::MutPage(page, compress::kPageSize), *ctx, &hash));
+            POPEK_TRY(compress::decode_page(record, index, compress::MutPage(page, compress::kPageSize), *ctx, &hash,
+                                            compressed));
             digests[index] = page_digest_from_hash(page, hash);
             return {};
         });
@@ -180,7 +182,8 @@ Result<json> Receiver::run() {
             case FrameType::PagesZ: {
                 auto payload = f->type == FrameType::Pages ? Result<std::span<const uint8_t>>(f->payload)
                                                             : inflater.inflate(f->payload);
-                auto r = payload.ok() ? apply_pages(*payload) : Result<void>(payload.error());
+                auto r = payload.ok() ? apply_pages(*payload, f->type == FrameType::PagesZ)
+                                      : Result<void>(payload.error());
                 if (!r.ok()) {
                     refuse(conn, r.error().message);
                     return r.error();

@@ -136,6 +136,28 @@ TEST(CompressDecode, RefusesARawRecordForAnotherPage) {
     EXPECT_NE(decode_error(raw.bytes, 11, receiver).find("fails its check"), std::string::npos);
 }
 
+// Records without a check (compressed frames only): decoded when the caller
+// says they came in such a frame, refused otherwise, and refused with a
+// non-zero check value.
+TEST(CompressDecode, UncheckedRecordsOnlyInsideCompressedFrames) {
+    CodecContext sender(CodecOptions{.cache_pages = 0, .unchecked_records = true}), receiver;
+    const Page page = testing::text_page(9);
+    auto rec = encode_page(Codec::None, 4, page, sender).bytes;
+    EXPECT_EQ(rec[1] & kRecordUnchecked, kRecordUnchecked);
+    EXPECT_EQ(rec[4] | rec[5] | rec[6] | rec[7], 0) << "no check value";
+    Page out;
+    uint64_t hash = 0;
+    ASSERT_TRUE(decode_page(rec, 4, out, receiver, &hash, true).ok());
+    EXPECT_EQ(out, page);
+    EXPECT_EQ(hash, page_hash(4, page));
+    EXPECT_NE(decode_error(rec, 4, receiver).find("without a check outside a compressed frame"), std::string::npos);
+    auto checked = rec;
+    checked[5] = 1;
+    auto r = decode_page(checked, 4, out, receiver, nullptr, true);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("unchecked record with a check value"), std::string::npos);
+}
+
 // Hand-made XBZRLE payloads that respect the header but not the format.
 TEST(CompressDecode, RefusesMalformedXbzrle) {
     CodecContext ctx;

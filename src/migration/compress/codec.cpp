@@ -36,7 +36,7 @@ void write_header(uint8_t* rec, Codec codec, uint8_t flags, size_t size, uint64_
     rec[1] = flags;
     rec[2] = static_cast<uint8_t>(size);
     rec[3] = static_cast<uint8_t>(size >> 8);
-    const uint32_t check = record_check(rec, hash);
+    const uint32_t check = (flags & kRecordUnchecked) != 0 ? 0 : record_check(rec, hash);
     std::memcpy(rec + 4, &check, 4);
 }
 
@@ -149,7 +149,7 @@ base::Result<RecordHeader> read_record_header(std::span<const uint8_t> stream) {
     if (stream[0] >= kWireCodecs) return base::Error{fmt::format("page record has unknown codec id {}", stream[0])};
     h.codec = static_cast<Codec>(stream[0]);
     h.flags = stream[1];
-    if ((h.flags & ~kRecordCache) != 0) {
+    if ((h.flags & ~(kRecordCache | kRecordUnchecked)) != 0) {
         return base::Error{fmt::format("page record has unknown flags {:#04x}", h.flags)};
     }
     h.payload_size = static_cast<uint16_t>(stream[2] | stream[3] << 8);
@@ -194,7 +194,9 @@ Codec encode_page(Codec codec, uint64_t gpn, ConstPage page, CodecContext& ctx, 
                               ? page_hash(gpn, ConstPage{out.data() + start + kRecordHeaderSize, kPageSize})
                               : page_hash(gpn, page);
     if (hash_out != nullptr) *hash_out = hash;
-    write_header(out.data() + start, c.codec, cache ? kRecordCache : 0, c.size, hash);
+    const uint8_t flags = static_cast<uint8_t>((cache ? kRecordCache : 0) |
+                                               (ctx.options().unchecked_records ? kRecordUnchecked : 0));
+    write_header(out.data() + start, c.codec, flags, c.size, hash);
     out.resize(start + kRecordHeaderSize + c.size);
     if (cache) ctx.cache().insert(gpn, page);
     auto& stats = ctx.stats();
@@ -211,12 +213,17 @@ EncodedPage encode_page(Codec codec, uint64_t gpn, ConstPage page, CodecContext&
 }
 
 base::Result<void> decode_page(std::span<const uint8_t> record, uint64_t gpn, MutPage out, CodecContext& ctx,
-                               uint64_t* hash_out) {
+                               uint64_t* hash_out, bool unchecked_ok) {
     POPEK_ASSIGN_OR_RETURN(const RecordHeader h, read_record_header(record));
     if (record.size() != h.record_size()) {
         return base::Error{fmt::format("page record of {} bytes is followed by {} more", h.record_size(),
                                        record.size() - h.record_size())};
     }
+    const bool unchecked = (h.flags & kRecordUnchecked) != 0;
+    if (unchecked && !unchecked_ok)
+        return base::Error{fmt::format("page {:#x}: a record without a check outside a compressed frame", gpn)};
+    if (unchecked && h.check != 0)
+        return base::Error{fmt::format("page {:#x}: an unchecked record with a check value", gpn)};
     const auto payload = record.subspan(kRecordHeaderSize);
     switch (h.codec) {
     case Codec::None: std::memcpy(out.data(), payload.data(), kPageSize); break;
@@ -236,7 +243,7 @@ base::Result<void> decode_page(std::span<const uint8_t> record, uint64_t gpn, Mu
     case Codec::Auto: return base::Error{"page record has codec auto"};  // read_record_header refuses it
     }
     const uint64_t hash = page_hash(gpn, out);
-    if (record_check(record.data(), hash) != h.check) {
+    if (!unchecked && record_check(record.data(), hash) != h.check) {
         return base::Error{fmt::format("page {:#x} ({} record) fails its check: corrupted stream or XBZRLE "
                                        "caches out of step", gpn, codec_name(h.codec))};
     }

@@ -5,7 +5,8 @@
 //
 //   offset 0  u8   codec on the wire (Codec::None..Codec::Sparse; never Auto)
 //   offset 1  u8   flags: bit 0 = kRecordCache (the receiver caches the
-//                  decoded page for XBZRLE); other bits must be zero
+//                  decoded page for XBZRLE); bit 1 = kRecordUnchecked (the
+//                  check is 0 and not verified); other bits must be zero
 //   offset 2  u16  payload length, little-endian
 //   offset 4  u32  check: the low 32 bits of page_hash(gpn, decoded page)
 //                  XOR (header bytes 0..3 as a little-endian u32) times
@@ -18,6 +19,13 @@
 // silently accepted. Both ends hand the page's hash back (encode_page,
 // decode_page): it is the migration's per-page digest too, so each side
 // hashes a page once.
+//
+// Unchecked records travel only inside compressed frames (PagesZ,
+// migration/pages_frame.hpp): there the frame's own check covers the bytes in
+// transit and the digest of every page, compared before the destination
+// runs, covers the decoding; the 4 bytes of a check are otherwise the part of
+// a compressed record that does not compress. decode_page refuses them unless
+// its caller says the record came in such a frame.
 // Payload lengths per codec: None exactly 4096, Zero 0, Xbzrle 0..4095 (0 =
 // unchanged since cached), Wkdm/Zstd/Lz4/Sparse 1..4095 — an encoder whose output
 // would not be smaller than the page sends it raw instead.
@@ -41,6 +49,7 @@ constexpr size_t kPageSize = 4096;
 constexpr size_t kRecordHeaderSize = 8;
 constexpr size_t kMaxRecordSize = kRecordHeaderSize + kPageSize;
 constexpr uint8_t kRecordCache = 0x01;
+constexpr uint8_t kRecordUnchecked = 0x02;
 
 using ConstPage = std::span<const uint8_t, kPageSize>;
 using MutPage = std::span<uint8_t, kPageSize>;
@@ -90,8 +99,9 @@ EncodedPage encode_page(Codec codec, uint64_t gpn, ConstPage page, CodecContext&
 // `out` and, if the record says so, caches the page. On error the context is
 // unchanged and `out` holds unspecified bytes.
 // `hash_out`, if given, receives page_hash(gpn, decoded page) on success.
+// `unchecked_ok`: the record came in a compressed frame (see above).
 base::Result<void> decode_page(std::span<const uint8_t> record, uint64_t gpn, MutPage out, CodecContext& ctx,
-                               uint64_t* hash_out = nullptr);
+                               uint64_t* hash_out = nullptr, bool unchecked_ok = false);
 
 // XXH3_64 of the page seeded with its guest page number.
 uint64_t page_hash(uint64_t gpn, ConstPage page);

@@ -35,6 +35,9 @@ struct CodecOptions {
     // Auto: only zero and XBZRLE records, else raw — the records go into a
     // compressed frame (migration/pages_frame.hpp) that does the rest.
     bool auto_skips_compressors = false;
+    // Records get kRecordUnchecked and no check (codec.hpp: only for
+    // records sent inside compressed frames).
+    bool unchecked_records = false;
 };
 
 // Per codec actually used: pages and bytes (records including headers).
