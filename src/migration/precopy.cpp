@@ -255,12 +255,17 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
         const bool futile = fixed.total() > opt.downtime_ms && pages_ms < 0.1 * fixed.total();
         if (est_ms <= opt.downtime_ms || round > opt.max_rounds || futile) {
             converged = est_ms <= opt.downtime_ms;
-            log_phase("precopy", "converged after " + std::to_string(round - 1) + " dirty rounds: " +
+            log_phase("precopy", (converged ? "converged after " : "stopping after ") + std::to_string(round - 1) +
+                                     " dirty rounds: " +
                                      std::to_string(dirty) + " dirty pages, ~" +
                                      std::to_string(static_cast<int>(est_ms)) + " ms to switch" +
                                      (converged ? ""
                                       : futile  ? " (over the limit, but more rounds would not help)"
                                                 : " (round cap reached)"));
+            if (!converged && !futile && !opt.auto_converge)
+                log_phase("precopy", "the guest dirties memory about as fast as the link carries it: the pause "
+                                     "will be over --downtime-ms " + std::to_string(opt.downtime_ms) +
+                                     " (--auto-converge throttles the guest, --auto-postcopy switches to post-copy)");
             // They go in stop-and-copy, with whatever is dirtied meanwhile.
             break;
         }
