@@ -23,13 +23,6 @@ ProcessResult popek_run(const std::string& cmdline, uint32_t cpus = 1,
     return run_process(argv, 120s);
 }
 
-std::string checksum_of(const std::string& out) {
-    std::smatch m;
-    std::string line = line_starting(out, "PROBE-DONE compute");
-    static const std::regex re("checksum=([0-9a-f]{16})");
-    return std::regex_search(line, m, re) ? m[1].str() : "";
-}
-
 class ProbeSmp : public ::testing::TestWithParam<uint32_t> {};
 
 TEST_P(ProbeSmp, AllCpusCheckIn) {

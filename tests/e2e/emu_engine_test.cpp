@@ -32,12 +32,6 @@ ProcessResult run_probe(const std::string& engine, const std::string& cmdline,
     return run_process(argv, 60s);
 }
 
-std::string checksum_of(const std::string& out) {
-    std::smatch m;
-    const std::string done = line_starting(out, "PROBE-DONE compute");
-    return std::regex_search(done, m, std::regex("checksum=([0-9a-f]{16})")) ? m[1].str() : "";
-}
-
 bool kvm_usable() {
     const int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (fd < 0) return false;

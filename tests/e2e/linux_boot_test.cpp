@@ -34,13 +34,6 @@ ProcessResult boot(const std::string& kernel, const std::string& cmdline, uint32
     return run_process(argv, 120s);
 }
 
-std::string checksum_of(const std::string& out) {
-    std::smatch m;
-    const std::string line = line_starting(out, "PROBE-DONE compute");
-    static const std::regex re("checksum=([0-9a-f]{16})");
-    return std::regex_search(line, m, re) ? m[1].str() : "";
-}
-
 std::vector<uint8_t> read_bytes(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};

@@ -83,13 +83,6 @@ private:
     bool created_ = false;
 };
 
-std::string read_file(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    std::stringstream s;
-    s << f.rdbuf();
-    return s.str();
-}
-
 // The value after `key=` in `line` (up to a space), or "".
 std::string field(const std::string& line, const std::string& key) {
     std::smatch m;
@@ -158,7 +151,7 @@ void boot_and_check(Vmm vmm) {
     if (vmm == Vmm::QemuTcg) {
         // SeaBIOS clears the screen right before the kernel starts.
         if (auto cls = out.rfind("\x1b[2J"); cls != std::string::npos) out.erase(0, cls + 4);
-        hvc = read_file(tmp.path("hvc0"));
+        hvc = read_text(tmp.path("hvc0"));
     }
 
     EXPECT_NE(line_starting(out, "POPEK-LINUX-INIT"), "") << out << r.err;
@@ -184,7 +177,7 @@ void boot_and_check(Vmm vmm) {
     EXPECT_EQ(tok_file.out, token + "\n") << tok_file.err;
     auto dumped = run_process({debugfs, "-R", "dump /random.bin " + tmp.path("random.bin"), disk}, 60s);
     EXPECT_EQ(dumped.exit_code, 0) << dumped.err;
-    EXPECT_EQ(read_file(tmp.path("random.bin")).size(), 262144u) << dumped.err;
+    EXPECT_EQ(read_text(tmp.path("random.bin")).size(), 262144u) << dumped.err;
     auto md5 = run_process({md5sum, tmp.path("random.bin")}, 60s);
     const std::string guest_md5 = field(line_starting(out, "POPEK-CHECK disk-write ok"), "md5");
     ASSERT_FALSE(guest_md5.empty()) << out;

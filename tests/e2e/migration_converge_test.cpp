@@ -25,20 +25,6 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-std::string read_file(const std::string& path) {
-    std::ifstream f(path);
-    return std::string((std::istreambuf_iterator<char>(f)), {});
-}
-
-bool file_has(const std::string& path, const std::string& what, std::chrono::seconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-        if (read_file(path).find(what) != std::string::npos) return true;
-        if (std::chrono::steady_clock::now() > deadline) return false;
-        std::this_thread::sleep_for(20ms);
-    }
-}
-
 // A source running `workload` and a destination waiting for it; both
 // consoles in files of `dir`.
 struct Pair {
@@ -66,11 +52,6 @@ struct Pair {
     std::string sock, src_out, dst_out;
     std::unique_ptr<Child> dest, source;
 };
-
-json report_of(const ProcessResult& r) {
-    auto j = json::parse(r.out, nullptr, false);
-    return j.is_discarded() ? json::object() : j;
-}
 
 void print_report(const char* what, const json& r) {
     std::printf("%s: total_ms=%.1f downtime_ms=%.1f (limit %u, fixed estimate %.1f) bytes=%llu rounds=%d "
@@ -149,7 +130,7 @@ TEST(MigrationConverge, AutoConvergeThrottlesTheGuestUntilTheSwitchFitsTheLimit)
     EXPECT_NE(src.err.find("popek: migration: auto-converge"), std::string::npos) << src.err;
     // The guest goes on at full speed on the destination (no throttle there).
     EXPECT_TRUE(file_has(p.dst_out, "PROBE-DIRTY pass", 30s)) << p.dest->err();
-    const std::string before = read_file(p.dst_out);
+    const std::string before = read_text(p.dst_out);
     std::smatch gap;
     if (std::regex_search(before, gap, std::regex("pass_maxgap_tsc=([0-9]+)")))
         std::printf("guest-measured gap in its first pass on the destination: %s TSC cycles\n", gap[1].str().c_str());
@@ -213,14 +194,8 @@ TEST_P(MigrationThreads, ADirtyGuestArrivesWholeWithXbzrle) {
 
 // compute migrated mid-run with 1 and 4 threads finishes with the checksum
 // of an uninterrupted run (and prints the compressed first-pass rate).
-std::string compute_checksum(const std::string& out) {
-    std::smatch m;
-    std::string done = line_starting(out, "PROBE-DONE compute");
-    return std::regex_search(done, m, std::regex("checksum=([0-9a-f]{16})")) ? m[1].str() : std::string();
-}
-
 const std::string& compute_reference() {
-    static const std::string sum = compute_checksum(
+    static const std::string sum = checksum_of(
         run_process({POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", "compute 20000", "--memory", "64M"}, 120s)
             .out);
     return sum;
@@ -243,7 +218,7 @@ TEST_P(MigrationThreads, ComputeFinishesWithTheUninterruptedChecksum) {
     EXPECT_EQ(p.source->finish(60s).exit_code, 0);
     auto dst = p.dest->finish(120s);
     ASSERT_EQ(dst.exit_code, 0) << dst.err;
-    EXPECT_EQ(compute_checksum(read_file(p.dst_out)), expected) << read_file(p.dst_out);
+    EXPECT_EQ(checksum_of(read_text(p.dst_out)), expected) << read_text(p.dst_out);
 }
 
 INSTANTIATE_TEST_SUITE_P(OneAndFour, MigrationThreads, ::testing::Values(1, 4));
@@ -290,21 +265,21 @@ TEST(MigrationConverge, AWritableDiskChangesHandsAndEndsAsAnUninterruptedRunLeav
     ASSERT_EQ(m.exit_code, 0) << m.out << m.err;
     EXPECT_TRUE(report_of(m).value("digest_match", false)) << m.out;
     EXPECT_EQ(p.source->finish(60s).exit_code, 0);
-    EXPECT_EQ(read_file(p.src_out).find("PROBE-DONE"), std::string::npos) << "the source must not finish the work";
+    EXPECT_EQ(read_text(p.src_out).find("PROBE-DONE"), std::string::npos) << "the source must not finish the work";
     // The destination holds it now.
-    if (read_file(p.dst_out).find("PROBE-DONE") == std::string::npos) {
+    if (read_text(p.dst_out).find("PROBE-DONE") == std::string::npos) {
         auto third = second_user(img);
         EXPECT_EQ(third.exit_code, 2) << third.err;
         EXPECT_NE(third.err.find("is locked by another process"), std::string::npos) << third.err;
     }
     auto dst = p.dest->finish(120s);
     ASSERT_EQ(dst.exit_code, 0) << dst.err;
-    EXPECT_NE(read_file(p.dst_out).find(done), std::string::npos) << read_file(p.dst_out);
+    EXPECT_NE(read_text(p.dst_out).find(done), std::string::npos) << read_text(p.dst_out);
     EXPECT_NE(dst.err.find("popek: migration: activation"), std::string::npos) << dst.err;
     auto r = ref.finish(120s);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     ASSERT_NE(r.out.find(done), std::string::npos) << r.out;
-    EXPECT_TRUE(read_file(img) == read_file(ref_img)) << "the migrated image differs from the uninterrupted run's";
+    EXPECT_TRUE(read_text(img) == read_text(ref_img)) << "the migrated image differs from the uninterrupted run's";
 }
 
 }  // namespace

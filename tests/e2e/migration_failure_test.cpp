@@ -46,13 +46,6 @@ constexpr const char* kCompute = "compute 120000";
 // popek migrate --timeout-ms of these tests.
 constexpr int kTimeoutMs = 5000;
 
-std::string checksum_of(const std::string& out) {
-    std::smatch m;
-    const std::string done = line_starting(out, "PROBE-DONE compute");
-    if (!std::regex_search(done, m, std::regex("checksum=([0-9a-f]{16})"))) return "";
-    return m[1].str();
-}
-
 const std::string& reference_checksum() {
     static const std::string sum = [] {
         auto r = run_process({POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", kCompute, "--memory", "64M"}, 180s);

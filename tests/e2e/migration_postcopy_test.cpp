@@ -30,32 +30,6 @@ using nlohmann::json;
 
 constexpr const char* kCompute = "compute 60000";  // ~3 s here
 
-void wait_listening(uint16_t port) {
-    auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (!listening(port) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
-}
-
-std::string checksum_of(const std::string& out) {
-    std::smatch m;
-    std::string done = line_starting(out, "PROBE-DONE compute");
-    if (!std::regex_search(done, m, std::regex("checksum=([0-9a-f]{16})"))) return "";
-    return m[1].str();
-}
-
-std::string read_text(const std::string& path) {
-    std::ifstream f(path);
-    return {std::istreambuf_iterator<char>(f), {}};
-}
-
-bool file_has(const std::string& path, const std::string& what, std::chrono::seconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-        if (read_text(path).find(what) != std::string::npos) return true;
-        if (std::chrono::steady_clock::now() > deadline) return false;
-        std::this_thread::sleep_for(20ms);
-    }
-}
-
 std::vector<std::string> source_argv(const std::string& cmdline, const std::string& sock, const char* memory = "256M") {
     return {POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", cmdline, "--memory", memory, "--api-sock", sock};
 }
@@ -65,11 +39,6 @@ ProcessResult migrate(const std::string& sock, uint16_t port, const std::vector<
                                   "tcp:127.0.0.1:" + std::to_string(port)};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return run_process(argv, 120s);
-}
-
-json report_of(const ProcessResult& r) {
-    auto j = json::parse(r.out, nullptr, false);
-    return j.is_discarded() ? json::object() : j;
 }
 
 const std::string& reference_checksum() {

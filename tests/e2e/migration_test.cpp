@@ -27,18 +27,6 @@ using nlohmann::json;
 
 constexpr const char* kCompute = "compute 60000";  // ~3 s here
 
-void wait_listening(uint16_t port) {
-    auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (!listening(port) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
-}
-
-std::string checksum_of(const std::string& out) {
-    std::smatch m;
-    std::string done = line_starting(out, "PROBE-DONE compute");
-    if (!std::regex_search(done, m, std::regex("checksum=([0-9a-f]{16})"))) return "";
-    return m[1].str();
-}
-
 std::string sock_path(const std::string& name) {
     return "/tmp/popek-mig-" + std::to_string(::getpid()) + "-" + name + ".sock";
 }
@@ -52,11 +40,6 @@ ProcessResult migrate(const std::string& sock, uint16_t port, const std::vector<
                                   "tcp:127.0.0.1:" + std::to_string(port)};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return run_process(argv, 120s);
-}
-
-json report_of(const ProcessResult& r) {
-    auto j = json::parse(r.out, nullptr, false);
-    return j.is_discarded() ? json::object() : j;
 }
 
 const std::string& reference_checksum() {
@@ -149,16 +132,6 @@ TEST(Migration, DirtyGuestKeepsRunningOnTheDestination) {
     std::vector<std::string> argv = source_argv("dirty 64", sock);
     argv.insert(argv.end(), {"--serial", "file:" + src_out});
     Child source(argv);
-    auto file_has = [](const std::string& path, const std::string& what, std::chrono::seconds timeout) {
-        auto deadline = std::chrono::steady_clock::now() + timeout;
-        for (;;) {
-            std::ifstream f(path);
-            std::string text((std::istreambuf_iterator<char>(f)), {});
-            if (text.find(what) != std::string::npos) return true;
-            if (std::chrono::steady_clock::now() > deadline) return false;
-            std::this_thread::sleep_for(20ms);
-        }
-    };
     ASSERT_TRUE(file_has(src_out, "PROBE-DIRTY pass 2 ", 30s)) << source.err();
     auto m = migrate(sock, port, {"--max-rounds", "8", "--compress", "auto"});
     ASSERT_EQ(m.exit_code, 0) << m.out << m.err;

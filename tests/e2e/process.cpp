@@ -15,6 +15,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <regex>
+#include <thread>
 #include <sstream>
 
 extern char** environ;
@@ -182,6 +185,38 @@ bool listening(uint16_t port) {
     while (std::getline(f, line))
         if (line.find(want) != std::string::npos && line.find(" 0A ") != std::string::npos) return true;
     return false;
+}
+
+void wait_listening(uint16_t port) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!listening(port) && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
+std::string checksum_of(const std::string& out) {
+    static const std::regex re("checksum=([0-9a-f]{16})");
+    std::smatch m;
+    const std::string line = line_starting(out, "PROBE-DONE compute");
+    return std::regex_search(line, m, re) ? m[1].str() : "";
+}
+
+std::string read_text(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), {}};
+}
+
+bool file_has(const std::string& path, const std::string& what, std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        if (read_text(path).find(what) != std::string::npos) return true;
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
+nlohmann::json report_of(const ProcessResult& r) {
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    return j.is_discarded() ? nlohmann::json::object() : j;
 }
 
 }  // namespace popek::test

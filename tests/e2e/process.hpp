@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace popek::test {
 
 struct ProcessResult {
@@ -57,6 +59,17 @@ std::string line_starting(const std::string& text, const std::string& prefix);
 uint16_t free_port();
 // Whether something listens on 127.0.0.1:port (/proc/net/tcp, state 0A).
 bool listening(uint16_t port);
+// Waits (at most 20 s) until something listens on 127.0.0.1:port.
+void wait_listening(uint16_t port);
+
+// The checksum of the probe's `compute` workload in its PROBE-DONE line, or "".
+std::string checksum_of(const std::string& out);
+// A file's bytes ("" if it cannot be read).
+std::string read_text(const std::string& path);
+// Polls `path` until it contains `what`; false after `timeout`.
+bool file_has(const std::string& path, const std::string& what, std::chrono::seconds timeout);
+// A process's stdout as a JSON value (popek migrate's report); {} if it is not JSON.
+nlohmann::json report_of(const ProcessResult& r);
 
 // A fresh directory under /tmp, removed with everything in it at scope end.
 class TempDir {

@@ -44,13 +44,6 @@ ProcessResult restore(const std::string& dir, const std::vector<std::string>& ex
     return run_process(argv, 120s);
 }
 
-std::string checksum_of(const std::string& out) {
-    std::smatch m;
-    std::string done = line_starting(out, "PROBE-DONE compute");
-    if (!std::regex_search(done, m, std::regex("checksum=([0-9a-f]{16})"))) return "";
-    return m[1].str();
-}
-
 constexpr const char* kCompute = "compute 20000";  // ~1 s here
 
 // Fidelity: paused and saved at a random moment, restored in a new process
