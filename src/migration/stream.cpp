@@ -236,6 +236,7 @@ Connection& Connection::operator=(Connection&& o) noexcept {
         if (fd_ >= 0) ::close(fd_);
         fd_ = o.fd_;
         send_timeout_ms_ = o.send_timeout_ms_;
+        send_error_ = std::move(o.send_error_);
         o.fd_ = -1;
     }
     return *this;
@@ -264,6 +265,13 @@ void Connection::set_send_timeout(uint32_t ms) {
 Result<void> Connection::send_raw(std::span<const uint8_t> bytes) { return send_parts(bytes, {}); }
 
 Result<void> Connection::send_parts(std::span<const uint8_t> first, std::span<const uint8_t> second) {
+    if (send_error_) return *send_error_;
+    auto r = send_once(first, second);
+    if (!r.ok()) send_error_ = r.error();
+    return r;
+}
+
+Result<void> Connection::send_once(std::span<const uint8_t> first, std::span<const uint8_t> second) {
     const size_t total = first.size() + second.size();
     size_t done = 0;
     while (done < total) {
@@ -292,6 +300,12 @@ Result<void> Connection::send_parts(std::span<const uint8_t> first, std::span<co
         msg.msg_iovlen = static_cast<size_t>(parts);
         ssize_t n = ::sendmsg(fd_, &msg, flags);
         if (n < 0 && (errno == EINTR || (send_timeout_ms_ > 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))) continue;
+        if (n < 0 && send_timeout_ms_ > 0 &&
+            (errno == ETIMEDOUT || errno == ENETUNREACH || errno == EHOSTUNREACH || errno == ENETDOWN)) {
+            // TCP gave up first (TCP_USER_TIMEOUT, the backstop), reporting
+            // the last routing error it met on the way.
+            return Error::from_errno("migration stream: the link to the peer is down (send)");
+        }
         if (n <= 0) return Error::from_errno("migration stream: send");
         done += static_cast<size_t>(n);
     }

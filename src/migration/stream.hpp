@@ -163,7 +163,10 @@ public:
     Connection() = default;
     explicit Connection(int fd) : fd_(fd) {}
     ~Connection();
-    Connection(Connection&& o) noexcept : fd_(o.fd_), send_timeout_ms_(o.send_timeout_ms_) { o.fd_ = -1; }
+    Connection(Connection&& o) noexcept
+        : fd_(o.fd_), send_timeout_ms_(o.send_timeout_ms_), send_error_(std::move(o.send_error_)) {
+        o.fd_ = -1;
+    }
     Connection& operator=(Connection&& o) noexcept;
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
@@ -173,6 +176,9 @@ public:
     // link fails the migration instead of blocking until TCP gives up, ~15
     // min); TCP_USER_TIMEOUT (twice that) is the backstop. 0: none (the default).
     void set_send_timeout(uint32_t ms);
+    // Sends fail for good after the first failure (the stream may hold half
+    // a frame): each later send returns that first error at once, so
+    // threads queued behind a send that timed out do not wait again.
     base::Result<void> send(FrameType type, std::span<const uint8_t> payload);
     base::Result<void> send_json(FrameType type, const nlohmann::json& cbor_payload);
     base::Result<void> send_raw(std::span<const uint8_t> bytes);
@@ -186,8 +192,10 @@ public:
 private:
     base::Result<void> read_exact(std::span<uint8_t> out, int timeout_ms);
     base::Result<void> send_parts(std::span<const uint8_t> first, std::span<const uint8_t> second);
+    base::Result<void> send_once(std::span<const uint8_t> first, std::span<const uint8_t> second);
     int fd_ = -1;
     uint32_t send_timeout_ms_ = 0;
+    std::optional<base::Error> send_error_;
 };
 
 // "tcp:HOST:PORT" (HOST an IPv4 address or name, PORT 1-65535).

@@ -107,6 +107,14 @@ TEST(MigrationStream, SendToAPeerThatReadsNothingFailsAtItsDeadline) {
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.error().message.find("took nothing for 200 ms"), std::string::npos) << r.error().message;
     EXPECT_LT(waited, std::chrono::seconds(5));
+    // The stream may hold half a frame now: every later send fails at once
+    // with the same error (a sending thread queued behind the one that timed
+    // out does not wait a deadline of its own).
+    const auto t1 = std::chrono::steady_clock::now();
+    auto again = a.send(FrameType::Pages, std::span<const uint8_t>(big).first(16));
+    ASSERT_FALSE(again.ok());
+    EXPECT_EQ(again.error().message, r.error().message);
+    EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::milliseconds(100));
 }
 
 // A frame larger than the socket buffer goes out in several sendmsg calls
