@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -42,6 +43,10 @@ struct ActivateContext {
     Interrupt& interrupt;
     base::EventLoop& loop;         // the device's own thread: add backend fds here
     uint64_t features;             // negotiated feature bits
+    // Has the transport call process_queue(queue) on the device thread soon,
+    // as a notification from the driver would: for a device that found a
+    // broken queue outside process_queue() and must report it from there.
+    std::function<void(uint16_t)> kick;
 };
 
 class VirtioDevice {

@@ -245,17 +245,22 @@ Result<DescriptorChain> SplitQueue::parse_chain(uint16_t head) const {
     }
 }
 
-std::optional<Result<DescriptorChain>> SplitQueue::pop() {
+void SplitQueue::arm_notification() {
+    if (mem_ == nullptr || broken_ || !s_.event_idx) return;
+    store_u16(used_ + 4 + 8ull * size_, load_u16(avail_ + 2, __ATOMIC_ACQUIRE), __ATOMIC_RELAXED);
+    mark_used_ring();
+}
+
+std::optional<Result<DescriptorChain>> SplitQueue::pop(bool arm_when_empty) {
     if (mem_ == nullptr) return Result<DescriptorChain>(Error{"virtqueue: pop() on a queue that is not active"});
     if (broken_) return Result<DescriptorChain>(Error{"virtqueue: unusable after an earlier error until reset"});
-    uint8_t* avail_event = used_ + 4 + 8ull * size_;
     uint16_t avail_idx = load_u16(avail_ + 2, __ATOMIC_ACQUIRE);
     if (avail_idx == s_.next_avail) {
-        if (!s_.event_idx) return std::nullopt;
+        if (!s_.event_idx || !arm_when_empty) return std::nullopt;
         // Ask for a notification at the next chain, then look once more: the
         // driver may have added one before it could see our avail_event
         // (the driver pairs this with a full barrier of its own).
-        store_u16(avail_event, s_.next_avail, __ATOMIC_RELAXED);
+        store_u16(used_ + 4 + 8ull * size_, s_.next_avail, __ATOMIC_RELAXED);
         mark_used_ring();
         std::atomic_thread_fence(std::memory_order_seq_cst);
         avail_idx = load_u16(avail_ + 2, __ATOMIC_ACQUIRE);
@@ -274,10 +279,6 @@ std::optional<Result<DescriptorChain>> SplitQueue::pop() {
     auto chain = parse_chain(head);
     if (!chain.ok()) return Result<DescriptorChain>(fail(chain.error()));
     ++s_.next_avail;
-    if (s_.event_idx) {
-        store_u16(avail_event, s_.next_avail, __ATOMIC_RELAXED);
-        mark_used_ring();
-    }
     writable_by_head_[head].assign(chain->writable.begin(), chain->writable.end());
     return chain;
 }

@@ -91,9 +91,21 @@ public:
     // index out of range, loop, too long, buffer outside RAM, zero-length
     // buffer, readable after writable, nested or misaligned indirect table,
     // avail idx running more than `size` ahead). After an Error the queue is
-    // unusable until reset. With EVENT_IDX, also publishes avail_event =
-    // next_avail so the driver notifies for the next chain it makes available.
-    std::optional<base::Result<DescriptorChain>> pop();
+    // unusable until reset.
+    //
+    // Notifications (EVENT_IDX): taking chains leaves avail_event where it
+    // was, so the driver does not notify for chains added while the device is
+    // still working through the ring. Finding the ring empty, pop() asks for a
+    // notification at the next chain (arm_notification()) and looks once
+    // more, unless `arm_when_empty` is false: a device that will look at the
+    // ring again anyway (a completion is coming) passes false and saves the
+    // driver its notifications, then must call pop() again later.
+    std::optional<base::Result<DescriptorChain>> pop(bool arm_when_empty = true);
+
+    // Asks the driver to notify for the next chain it makes available
+    // (EVENT_IDX: avail_event = its current avail idx). For a device that
+    // stops taking chains before the ring is empty and waits to be notified.
+    void arm_notification();
 
     // Returns a chain to the driver with `written` bytes written into its
     // writable buffers; publishes the used index with release ordering.

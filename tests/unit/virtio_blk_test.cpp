@@ -64,6 +64,17 @@ public:
         __atomic_store_n(reinterpret_cast<uint16_t*>(mem_.host_ptr(base_ + 0x1002, 2)), avail_, __ATOMIC_RELEASE);
         return head;
     }
+    // Makes an entry available whose head index is out of range.
+    void add_bad_head() {
+        put(base_ + 0x1000 + 4 + 2ull * (avail_ % kQueueSize), static_cast<uint16_t>(kQueueSize));
+        ++avail_;
+        __atomic_store_n(reinterpret_cast<uint16_t*>(mem_.host_ptr(base_ + 0x1002, 2)), avail_, __ATOMIC_RELEASE);
+    }
+    // What the device asked for (EVENT_IDX): notify when avail idx passes it.
+    [[nodiscard]] uint16_t avail_event() const {
+        return __atomic_load_n(reinterpret_cast<const uint16_t*>(mem_.host_ptr(base_ + 0x2000 + 4 + 8ull * kQueueSize, 2)),
+                               __ATOMIC_ACQUIRE);
+    }
     [[nodiscard]] uint16_t used_idx() const {
         return __atomic_load_n(reinterpret_cast<const uint16_t*>(mem_.host_ptr(base_ + 0x2002, 2)), __ATOMIC_ACQUIRE);
     }
@@ -142,7 +153,8 @@ protected:
             ASSERT_TRUE(queues_.back().activate(*mem_, features).ok());
         }
         base::Result<void> r;
-        loop_->run_sync([&] { r = dev_->activate({*mem_, queues_, irq_, *loop_, features}); });
+        loop_->run_sync([&] { r = dev_->activate({*mem_, queues_, irq_, *loop_, features, [this](uint16_t q) { kicked_.push_back(q); }});
+        });
         ASSERT_TRUE(r.ok()) << r.error().message;
     }
     void activate() { activate((dev_->features() & ~kFeatureEventIdx) | kFeatureVersion1); }
@@ -210,6 +222,7 @@ protected:
     std::vector<Driver> drivers_;
     std::vector<SplitQueue> queues_;
     FakeInterrupt irq_;
+    std::vector<uint16_t> kicked_;  // queues the device asked the transport to process (device thread)
     uint64_t next_ = 0x100000;
 };
 
@@ -249,6 +262,59 @@ TEST_P(VirtioBlkIo, WritesThenReadsBack) {
     EXPECT_EQ(m.bytes_written, 4096u);
     EXPECT_EQ(m.bytes_read, 8192u);
     EXPECT_EQ(m.errors, 0u);
+}
+
+// EVENT_IDX: while a queue has requests in the engine the device asks for no
+// notification; a request the driver adds meanwhile is taken when a
+// completion comes, and an idle device asks again.
+TEST_P(VirtioBlkIo, ABusyQueueTakesNewRequestsWithoutANotification) {
+    make(GetParam());
+    activate(dev_->features() | kFeatureVersion1);
+    const uint64_t in = alloc(8192, 0xee);
+    uint64_t r1 = 0, r2 = 0;
+    base::Result<void> taken;
+    uint16_t asked = 0;
+    // On the device thread, so no completion runs between the steps.
+    loop_->run_sync([&] {
+        r1 = send(t(Type::In), 10, {{in, 4096, true}});
+        taken = dev_->process_queue(0);
+        asked = drivers_[0].avail_event();
+        r2 = send(t(Type::In), 100, {{in + 4096, 4096, true}});
+    });
+    ASSERT_TRUE(taken.ok()) << taken.error().message;
+    EXPECT_EQ(asked, 0) << "asked for a notification while a request was in flight";
+    wait_used(2);  // no kick for the second one
+    EXPECT_EQ(status(r1), kStatusOk);
+    EXPECT_EQ(status(r2), kStatusOk);
+    EXPECT_EQ(std::vector<uint8_t>(mem_->span(in + 4096, 4096).begin(), mem_->span(in + 4096, 4096).end()),
+              expected(100 * 512, 4096));
+    EXPECT_EQ(drivers_[0].avail_event(), 2) << "an idle device asks to be notified at the next request";
+    EXPECT_TRUE(kicked_.empty());
+}
+
+// A broken chain found while taking requests on a completion is reported
+// through the transport (a kick, then process_queue() returns the error).
+TEST_P(VirtioBlkIo, ABrokenChainFoundOnACompletionIsReported) {
+    make(GetParam());
+    activate(dev_->features() | kFeatureVersion1);
+    const uint64_t in = alloc(4096, 0xee);
+    loop_->run_sync([&] {
+        (void)send(t(Type::In), 10, {{in, 4096, true}});
+        ASSERT_TRUE(dev_->process_queue(0).ok());
+        drivers_[0].add_bad_head();
+    });
+    wait_used(1);
+    // The completion handler that took the chain has returned by the time
+    // this runs on the device thread.
+    base::Result<void> r;
+    std::vector<uint16_t> kicked;
+    loop_->run_sync([&] {
+        kicked = kicked_;
+        r = dev_->process_queue(0);
+    });
+    EXPECT_EQ(kicked, std::vector<uint16_t>{0});
+    ASSERT_FALSE(r.ok()) << "the broken chain was never reported";
+    EXPECT_NE(r.error().message.find("head descriptor 64 is out of range"), std::string::npos) << r.error().message;
 }
 
 TEST_P(VirtioBlkIo, FlushAndGetId) {

@@ -83,7 +83,7 @@ protected:
             ASSERT_TRUE(queues_.back().activate(*mem_, kFeatureVersion1).ok());
         }
         base::Result<void> r;
-        loop_->run_sync([&] { r = dev_->activate({*mem_, queues_, irq_, *loop_, kFeatureVersion1}); });
+        loop_->run_sync([&] { r = dev_->activate({*mem_, queues_, irq_, *loop_, kFeatureVersion1, {}}); });
         ASSERT_TRUE(r.ok()) << r.error().message;
     }
     static uint64_t base(uint16_t q) { return 0x10000 + 0x4000ull * q; }

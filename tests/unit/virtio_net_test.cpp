@@ -113,7 +113,7 @@ protected:
             put<uint16_t>(kRings[q].avail + 2, 0);  // a fresh driver's empty rings
             put<uint16_t>(kRings[q].used + 2, 0);
         }
-        return dev_->activate(ActivateContext{*mem_, queues_, irq_, *loop_, features});
+        return dev_->activate(ActivateContext{*mem_, queues_, irq_, *loop_, features, {}});
     }
     void call(const std::function<void()>& fn) { loop_->run_sync(fn); }
     base::Result<void> notify(uint16_t q) {

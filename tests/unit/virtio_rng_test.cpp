@@ -41,7 +41,7 @@ protected:
         s.used_addr = kUsed;
         queues_.emplace_back(s);
         ASSERT_TRUE(queues_[0].activate(*mem_, kFeatureVersion1).ok());
-        ASSERT_TRUE(dev_.activate({*mem_, queues_, irq_, *loop_, kFeatureVersion1}).ok());
+        ASSERT_TRUE(dev_.activate({*mem_, queues_, irq_, *loop_, kFeatureVersion1, {}}).ok());
     }
 
     // One chain of buffers (addr, len, device-writable).

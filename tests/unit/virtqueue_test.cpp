@@ -243,7 +243,11 @@ TEST_F(Virtqueue, EventIdxDecidesInterrupts) {
         driver_->publish(i);
     }
     for (int i = 0; i < 4; ++i) (void)pop_ok();
-    EXPECT_EQ(driver_->avail_event(), 4) << "the device asks to be notified after the next chain";
+    EXPECT_EQ(driver_->avail_event(), 7) << "taking chains asks for no notification: the device is busy";
+    EXPECT_FALSE(q_.pop(false).has_value());
+    EXPECT_EQ(driver_->avail_event(), 7) << "a device that will look again later does not ask either";
+    EXPECT_FALSE(q_.pop().has_value());
+    EXPECT_EQ(driver_->avail_event(), 4) << "an emptied ring asks to be notified at the next chain";
     driver_->set_used_event(1);
     q_.push_used(0, 0);
     EXPECT_TRUE(q_.should_notify()) << "first decision after activate";
@@ -257,6 +261,22 @@ TEST_F(Virtqueue, EventIdxDecidesInterrupts) {
     EXPECT_TRUE(q_.should_notify());
 }
 
+// A device that stops before the ring is empty (a receive queue whose
+// backend failed) asks for a notification at the driver's next chain, not at
+// the chains already there.
+TEST_F(Virtqueue, ArmNotificationAsksForTheDriversNextChain) {
+    activate(kFeatureEventIdx);
+    driver_->set_avail_idx(0);
+    for (uint16_t i = 0; i < 3; ++i) {
+        driver_->desc(i, kData, 8);
+        driver_->publish(i);
+    }
+    (void)pop_ok();
+    q_.arm_notification();
+    EXPECT_EQ(driver_->avail_event(), 3);
+    EXPECT_TRUE(vring_need_event(driver_->avail_event(), 4, 3)) << "the driver's next chain notifies";
+}
+
 TEST_F(Virtqueue, EventIdxAcrossTheWrap) {
     activate(kFeatureEventIdx, 65534);
     driver_->set_avail_idx(65534);
@@ -265,6 +285,7 @@ TEST_F(Virtqueue, EventIdxAcrossTheWrap) {
         driver_->publish(i);
     }
     for (int i = 0; i < 3; ++i) (void)pop_ok();
+    EXPECT_FALSE(q_.pop().has_value());
     EXPECT_EQ(driver_->avail_event(), 1);
     driver_->set_used_event(65534);
     q_.push_used(0, 0);

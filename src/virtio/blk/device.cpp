@@ -79,6 +79,9 @@ Result<void> BlockDevice::activate(const ActivateContext& ctx) {
     limits_.discard = (ctx.features & kFeatureDiscard) != 0 && !limits_.read_only;
     limits_.write_zeroes = (ctx.features & kFeatureWriteZeroes) != 0 && !limits_.read_only;
     notify_.assign(queues_.size(), false);
+    queue_in_flight_.assign(queues_.size(), 0);
+    look_again_.assign(queues_.size(), false);
+    kick_ = ctx.kick;
     return {};
 }
 
@@ -86,11 +89,28 @@ Result<void> BlockDevice::process_queue(uint16_t queue) {
     if (mem_ == nullptr) return Error{"virtio-blk " + options_.id + ": notified before activation"};
     if (queue >= queues_.size())
         return Error{"virtio-blk " + options_.id + ": notified queue " + std::to_string(queue) + " does not exist"};
+    if (broken_) {
+        Error e = std::move(*broken_);
+        broken_.reset();
+        return e;
+    }
+    return take_chains(queue);
+}
+
+Result<void> BlockDevice::take_chains(uint16_t queue) {
     SplitQueue& q = queues_[queue];
+    look_again_[queue] = false;
     Result<void> result;
     while (q.active()) {
-        auto next = q.pop();
-        if (!next) break;
+        // With requests of this queue in the engine, an empty ring does not
+        // ask the driver to notify: their completion looks again (one
+        // notification per batch instead of one per request).
+        const bool busy = queue_in_flight_[queue] > 0;
+        auto next = q.pop(!busy);
+        if (!next) {
+            look_again_[queue] = busy;
+            break;
+        }
         if (!next->ok()) {
             result = next->error();
             break;
@@ -149,6 +169,7 @@ void BlockDevice::start(uint16_t queue, uint16_t head, const ParsedRequest& pars
     const Request& r = parsed.request;
     const uint32_t slot = new_slot();
     slots_[slot] = InFlight{queue, head, parsed.status_addr, r.type, r.data_len, 0, false, true};
+    ++queue_in_flight_[queue];
 
     std::vector<block::IoRequest> ops;
     const int fd = disk_.fd();
@@ -192,6 +213,7 @@ void BlockDevice::finish_slot(uint32_t slot) {
     slots_[slot].busy = false;
     free_slots_.push_back(slot);
     --in_flight_;
+    --queue_in_flight_[f.queue];
     uint32_t used_len = 1;
     if (f.failed) {
         metrics_.error();
@@ -225,6 +247,16 @@ void BlockDevice::on_completions() {
         if (c.result != expected) f.failed = true;
         if (--f.pending == 0) finish_slot(static_cast<uint32_t>(c.token));
     }
+    // Chains the driver added meanwhile, without a notification.
+    for (uint16_t q = 0; q < look_again_.size() && !draining_; ++q) {
+        if (!look_again_[q]) continue;
+        auto r = take_chains(q);
+        if (!r.ok() && !broken_) {
+            // The transport hears of it through process_queue().
+            broken_ = r.error();
+            if (kick_) kick_(q);
+        }
+    }
     notify_queues();
 }
 
@@ -249,7 +281,10 @@ void BlockDevice::wait_for_io(bool complete_to_guest) {
 }
 
 void BlockDevice::drain() {
-    if (mem_ != nullptr) wait_for_io(true);
+    if (mem_ == nullptr) return;
+    draining_ = true;
+    wait_for_io(true);
+    draining_ = false;
 }
 
 void BlockDevice::reset() {
@@ -260,6 +295,10 @@ void BlockDevice::reset() {
     free_slots_.clear();
     in_flight_ = 0;
     notify_.clear();
+    queue_in_flight_.clear();
+    look_again_.clear();
+    broken_.reset();
+    kick_ = nullptr;
     mem_ = nullptr;
     queues_ = {};
     interrupt_ = nullptr;

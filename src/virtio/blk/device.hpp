@@ -9,6 +9,7 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -86,6 +87,8 @@ private:
         bool busy = false;
     };
 
+    // Takes and starts every chain the driver made available in `queue`.
+    base::Result<void> take_chains(uint16_t queue);
     base::Result<void> handle(uint16_t queue, const DescriptorChain& chain);
     void start(uint16_t queue, uint16_t head, const ParsedRequest& parsed);
     uint32_t new_slot();
@@ -116,6 +119,14 @@ private:
     std::vector<uint32_t> free_slots_;
     size_t in_flight_ = 0;
     std::vector<bool> notify_;     // queues with used buffers not yet signalled
+    // Per queue: requests in the engine, and whether the device stopped
+    // taking chains without asking for a notification (EVENT_IDX) because a
+    // completion was coming: it looks at that ring again on the completion.
+    std::vector<uint32_t> queue_in_flight_;
+    std::vector<bool> look_again_;
+    bool draining_ = false;        // pause: complete what runs, take nothing new
+    std::optional<base::Error> broken_;  // found while completing; process_queue() reports it
+    std::function<void(uint16_t)> kick_;
     std::vector<block::IoCompletion> reaped_;
     BlockMetrics metrics_;
 };

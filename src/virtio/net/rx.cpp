@@ -70,7 +70,10 @@ Result<void> NetDevice::receive_frames() {
         }
         give_back(q);
         if (outcome == Outcome::GivenBack) continue;  // the frame was dropped: the next one may fit
-        if (outcome == Outcome::Failed) stop_rx();    // until the driver's next notification
+        if (outcome == Outcome::Failed) {             // until the driver's next notification
+            q.arm_notification();
+            stop_rx();
+        }
         break;
     }
     if (used) signal_used(kRxQueue);

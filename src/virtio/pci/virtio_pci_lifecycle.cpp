@@ -48,7 +48,8 @@ base::Result<void> VirtioPciDevice::activate(uint64_t features) {
             auto added = loop_->add(notify_fds_[q].get(), EPOLLIN, [this, q](uint32_t) { return on_notify(q); });
             if (!added.ok()) result = added.error().context("watching queue " + std::to_string(q));
         }
-        if (result.ok()) result = device_->activate(ActivateContext{mem_, queues_, interrupt(), *loop_, features});
+        if (result.ok()) result = device_->activate(
+                ActivateContext{mem_, queues_, interrupt(), *loop_, features, [this](uint16_t q) { notify(q); }});
         if (result.ok()) {
             running_.store(true, std::memory_order_release);
             // Kicks that raced ahead of the handlers are in the eventfds:
