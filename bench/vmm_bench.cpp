@@ -1,11 +1,8 @@
 // popek vs QEMU-KVM on the same probe guest, measured in the same run:
 //   start -> PROBE-READY latency, port-I/O exit round trip, and memory overhead.
 // Usage: popek_vmm_bench --popek BIN --probe ELF [--qemu BIN] [--runs N] [--exits N]
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,8 +19,6 @@
 #include <fmt/core.h>
 
 #include "bench_util.hpp"
-
-extern char** environ;
 
 namespace {
 
@@ -195,7 +190,7 @@ int main(int argc, char** argv) {
     struct Rate { std::string name; double popek, qemu; };
     std::vector<Rate> rates;
     auto rate = [&](const std::string& name, const std::string& cmdline, Devices dev, double units,
-                    const std::function<std::string(int)>& prepare) -> bool {
+                    const std::function<std::string(int)>& prepare, const std::string& must_say = "") -> bool {
         std::vector<double> v[2];
         for (int i = 0; i < 3; i++) {
             for (int s = 0; s < 2; s++) {
@@ -205,7 +200,8 @@ int main(int argc, char** argv) {
                     return false;
                 }
                 Run r = run_once(sides[s].make(o, cmdline, dev), std::chrono::seconds(300));
-                if (r.done_ms < 0 || r.output.find("PROBE-ERROR") != std::string::npos) {
+                if (r.done_ms < 0 || r.output.find("PROBE-ERROR") != std::string::npos ||
+                    r.output.find(must_say) == std::string::npos) {
                     std::fprintf(stderr, "%s failed %s:\n%s\n", sides[s].name, cmdline.c_str(), r.output.c_str());
                     return false;
                 }
@@ -222,27 +218,30 @@ int main(int argc, char** argv) {
             return 1;
     }
     if (!o.netns.empty()) {
-        // The echo runs in the namespace for each VM run and answers every frame.
-        pid_t echo_pid = -1;
+        // The echo runs in the namespace for each VM run and answers every
+        // frame; the VM starts only once it listens (a frame sent before is
+        // lost, and the probe's window of frames with it).
+        Child echo;
         auto start_echo = [&](int) -> std::string {
-            if (echo_pid > 0) ::waitpid(echo_pid, nullptr, 0);
-            std::vector<std::string> echo_argv = in_netns(o, {o.tap_echo, o.tap, std::to_string(o.frames), "120"});
-            std::vector<char*> args;
-            for (auto& a : echo_argv) args.push_back(a.data());
-            args.push_back(nullptr);
-            posix_spawn_file_actions_t fa;
-            posix_spawn_file_actions_init(&fa);
-            posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-            int rc = ::posix_spawn(&echo_pid, args[0], &fa, nullptr, args.data(), environ);
-            posix_spawn_file_actions_destroy(&fa);
-            return rc == 0 ? "" : "cannot start popek_tap_echo";
+            if (echo.valid()) (void)echo.wait();
+            echo = Child::spawn(in_netns(o, {o.tap_echo, o.tap, std::to_string(o.frames), "120"}));
+            if (!echo.valid()) return "cannot start popek_tap_echo";
+            std::string seen;
+            char buf[256];
+            while (seen.find("ECHO-READY\n") == std::string::npos) {
+                pollfd p{echo.out(), POLLIN, 0};
+                if (::poll(&p, 1, 10000) <= 0) return "popek_tap_echo did not say ECHO-READY within 10 s";
+                const ssize_t n = ::read(echo.out(), buf, sizeof buf);
+                if (n <= 0) return "popek_tap_echo ended before ECHO-READY";
+                seen.append(buf, static_cast<size_t>(n));
+            }
+            return "";
         };
+        // Every frame came back: a run that lost some is not a rate.
+        const std::string all_back = "received=" + std::to_string(o.frames) + " ";
         bool ok = rate("virtio-net frames through TAP and back (frames/s)", "net-test " + std::to_string(o.frames),
-                       Devices::Net, 2.0 * static_cast<double>(o.frames), start_echo);
-        if (echo_pid > 0) {
-            ::kill(echo_pid, SIGKILL);
-            ::waitpid(echo_pid, nullptr, 0);
-        }
+                       Devices::Net, 2.0 * static_cast<double>(o.frames), start_echo, all_back);
+        echo.kill_and_wait();
         if (!ok) return 1;
     }
 
