@@ -227,7 +227,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     vnet::NetDevice dev("net0", std::move(backend), vnet::State{{}, true, n.mtu});
     SplitQueue queues[2] = {make_queue(mem, kRxRings, qsize, features), make_queue(mem, kTxRings, qsize, features)};
     NoInterrupt irq;
-    if (!dev.activate({mem, queues, irq, event_loop(), features}).ok()) return 0;
+    if (!dev.activate({mem, queues, irq, event_loop(), features, {}}).ok()) return 0;
     (void)dev.process_queue(vnet::kTxQueue);
     check(seen.frames == dev.counters().tx_packets);
     const uint16_t used_before = queues[0].state().next_used;
