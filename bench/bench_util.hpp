@@ -45,7 +45,8 @@ private:
 };
 
 // QEMU microvm running the probe: QEMU's fastest-starting machine, guest RAM
-// from a memfd like popek's. `pcie` adds its PCIe host (needed for virtio-pci).
+// from a memfd (its default, anonymous RAM with THP, migrates slower on this
+// host: see README). `pcie` adds its PCIe host (needed for virtio-pci).
 std::vector<std::string> qemu_probe_argv(const std::string& qemu, const std::string& probe, const std::string& memory,
                                          const std::string& cmdline, bool pcie = false);
 

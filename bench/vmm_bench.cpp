@@ -31,8 +31,7 @@ using popek::bench::qemu_probe_argv;
 struct Run {
     double ready_ms = -1;  // spawn -> PROBE-READY seen
     double done_ms = -1;   // spawn -> PROBE-DONE seen
-    long overhead_kib = -1;  // RssAnon + RssFile at PROBE-DONE (guest RAM is shared memory)
-    long shmem_kib = -1;     // guest memory touched (RssShmem)
+    long overhead_kib = -1;  // VmRSS at PROBE-DONE less what guest RAM holds
     std::string output;
     int status = -1;
 };
@@ -46,9 +45,27 @@ long status_kib(pid_t pid, const char* key) {
     return -1;
 }
 
+// Resident KiB of guest RAM: the mappings exactly `guest_kib` long (popek's
+// anonymous RAM, QEMU's memfd backend), summed from smaps; -1 if there is none.
+long guest_ram_rss_kib(pid_t pid, long guest_kib) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/smaps");
+    std::string line;
+    long total = 0;
+    bool found = false, in_guest = false;
+    while (std::getline(f, line)) {
+        if (line.rfind("Size:", 0) == 0) {
+            in_guest = std::stol(line.substr(5)) == guest_kib;
+            found = found || in_guest;
+        } else if (in_guest && line.rfind("Rss:", 0) == 0) {
+            total += std::stol(line.substr(4));
+        }
+    }
+    return found ? total : -1;
+}
+
 // Spawns argv, watches stdout for the probe's lines, samples memory when the
 // workload is done, then waits for exit (or kills after `timeout`).
-Run run_once(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
+Run run_once(const std::vector<std::string>& argv, std::chrono::seconds timeout, long guest_kib = 0) {
     Run r;
     const auto t0 = Clock::now();
     Child child = Child::spawn(argv);
@@ -70,8 +87,10 @@ Run run_once(const std::vector<std::string>& argv, std::chrono::seconds timeout)
         if (r.ready_ms < 0 && r.output.find("PROBE-READY") != std::string::npos) r.ready_ms = now;
         if (r.done_ms < 0 && r.output.find("PROBE-DONE") != std::string::npos) {
             r.done_ms = now;
-            r.overhead_kib = status_kib(pid, "RssAnon:") + status_kib(pid, "RssFile:");
-            r.shmem_kib = status_kib(pid, "RssShmem:");
+            if (guest_kib > 0) {
+                const long rss = status_kib(pid, "VmRSS:"), guest = guest_ram_rss_kib(pid, guest_kib);
+                if (rss > 0 && guest >= 0) r.overhead_kib = rss - guest;
+            }
         }
     }
     r.status = child.wait();
@@ -150,16 +169,22 @@ int main(int argc, char** argv) {
     Side sides[2] = {{"popek", popek_argv}, {"qemu", qemu_argv}};
 
     // 1. start -> PROBE-READY, and memory overhead, on a short workload; runs interleaved.
+    const long guest_kib = std::stol(o.memory) * (o.memory.back() == 'G' ? 1024 * 1024 : 1024);  // "128M", "1G"
     std::vector<double> ready[2], overhead[2];
     for (int i = 0; i < o.runs; i++) {
         for (int s = 0; s < 2; s++) {
-            Run r = run_once(sides[s].make(o, "compute 1", Devices::None), std::chrono::seconds(30));
+            Run r = run_once(sides[s].make(o, "compute 1", Devices::None), std::chrono::seconds(30), guest_kib);
             if (r.ready_ms < 0) {
                 std::fprintf(stderr, "%s did not print PROBE-READY:\n%s\n", sides[s].name, r.output.c_str());
                 return 1;
             }
+            if (r.overhead_kib < 0) {
+                std::fprintf(stderr, "%s: no %ld KiB guest RAM mapping in smaps to take out of its RSS\n",
+                             sides[s].name, guest_kib);
+                return 1;
+            }
             ready[s].push_back(r.ready_ms);
-            if (r.overhead_kib > 0) overhead[s].push_back(static_cast<double>(r.overhead_kib) / 1024.0);
+            overhead[s].push_back(static_cast<double>(r.overhead_kib) / 1024.0);
         }
     }
     rows.push_back({"start -> PROBE-READY (ms, median)", median(ready[0]), median(ready[1])});

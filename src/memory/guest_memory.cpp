@@ -33,15 +33,19 @@ Result<uint64_t> total_size(std::span<const RamRange> ranges) {
     return total;
 }
 
+std::string range_text(uint64_t gpa, size_t len) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "[%#llx, +%#zx)", static_cast<unsigned long long>(gpa), len);
+    return buf;
+}
+
 }  // namespace
 
-Result<GuestMemory> GuestMemory::map_fd(std::span<const RamRange> ranges, uint64_t total, int flags) {
-    auto map = base::MmapRegion::map(total, PROT_READ | PROT_WRITE, flags | MAP_NORESERVE, fd_.get(), 0, "guest RAM");
-    if (!map) return map.error();
-    mapping_ = std::move(map).value();
+Result<GuestMemory> GuestMemory::adopt(std::span<const RamRange> ranges, base::MmapRegion mapping) {
+    mapping_ = std::move(mapping);
     // Guest RAM is not worth dumping with the VMM and must not be inherited.
-    ::madvise(mapping_.data(), total, MADV_DONTDUMP);
-    ::madvise(mapping_.data(), total, MADV_DONTFORK);
+    ::madvise(mapping_.data(), mapping_.size(), MADV_DONTDUMP);
+    ::madvise(mapping_.data(), mapping_.size(), MADV_DONTFORK);
 
     uint64_t off = 0;
     for (const auto& r : ranges) {
@@ -53,12 +57,11 @@ Result<GuestMemory> GuestMemory::map_fd(std::span<const RamRange> ranges, uint64
 
 Result<GuestMemory> GuestMemory::create(std::span<const RamRange> ranges) {
     POPEK_ASSIGN_OR_RETURN(uint64_t total, total_size(ranges));
+    auto map = base::MmapRegion::map(total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+                                     0, "guest RAM");
+    if (!map) return map.error();
     GuestMemory mem;
-    mem.fd_ = base::UniqueFd(::memfd_create("popek-guest-ram", MFD_CLOEXEC));
-    if (!mem.fd_.valid()) return Error::from_errno("memfd_create for guest RAM");
-    if (::ftruncate(mem.fd_.get(), static_cast<off_t>(total)) != 0)
-        return Error::from_errno("sizing guest RAM memfd to " + std::to_string(total) + " bytes");
-    return mem.map_fd(ranges, total, MAP_SHARED);
+    return mem.adopt(ranges, std::move(map).value());
 }
 
 Result<GuestMemory> GuestMemory::map_private_file(std::span<const RamRange> ranges, base::UniqueFd file) {
@@ -68,10 +71,53 @@ Result<GuestMemory> GuestMemory::map_private_file(std::span<const RamRange> rang
     if (static_cast<uint64_t>(st.st_size) != total)
         return Error{"guest memory file holds " + std::to_string(st.st_size) + " bytes, the VM has " +
                      std::to_string(total)};
+    auto map = base::MmapRegion::map(total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, file.get(), 0,
+                                     "guest RAM");
+    if (!map) return map.error();
     GuestMemory mem;
     mem.fd_ = std::move(file);
     mem.private_file_ = true;
-    return mem.map_fd(ranges, total, MAP_PRIVATE);
+    return mem.adopt(ranges, std::move(map).value());
+}
+
+Result<void> GuestMemory::for_each_populated(uint64_t from, uint64_t to,
+                                             const std::function<Result<void>(uint64_t, uint64_t)>& fn) const {
+    constexpr uint64_t kPage = 4096;
+    if (from >= to) return {};
+    if (private_file_) return fn(from, to);
+    base::UniqueFd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+    if (!pagemap.valid()) return fn(from, to);
+    // One 64-bit entry per virtual page: bit 63 present, bit 62 swapped.
+    constexpr uint64_t kHeld = 3ull << 62;
+    constexpr size_t kBatch = 4096;
+    std::vector<uint64_t> entries(kBatch);
+    const auto base_page = reinterpret_cast<uintptr_t>(mapping_.data()) / kPage;
+    uint64_t run = UINT64_MAX;  // start of the current run of held pages
+    for (uint64_t off = from; off < to;) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(kBatch, (to - off) / kPage));
+        const auto at = static_cast<off_t>((base_page + off / kPage) * sizeof(uint64_t));
+        if (::pread(pagemap.get(), entries.data(), n * sizeof(uint64_t), at) != static_cast<ssize_t>(n * sizeof(uint64_t)))
+            return fn(run != UINT64_MAX ? run : off, to);  // cannot tell from here on: all of it
+        for (size_t i = 0; i < n; ++i, off += kPage) {
+            const bool held = (entries[i] & kHeld) != 0;
+            if (held && run == UINT64_MAX) run = off;
+            if (!held && run != UINT64_MAX) {
+                POPEK_TRY(fn(run, off));
+                run = UINT64_MAX;
+            }
+        }
+    }
+    if (run != UINT64_MAX) return fn(run, to);
+    return {};
+}
+
+Result<void> GuestMemory::discard(uint64_t offset, uint64_t len) const {
+    if (private_file_) return Error{"guest memory: pages of a file mapping cannot be discarded"};
+    if (offset % 4096 != 0 || len % 4096 != 0 || offset > ram_size() || len > ram_size() - offset)
+        return Error{"guest memory: discard of " + range_text(offset, len) + " is not whole pages of RAM"};
+    if (len != 0 && ::madvise(mapping_.data() + offset, len, MADV_DONTNEED) != 0)
+        return Error::from_errno("guest memory: discarding " + range_text(offset, len));
+    return {};
 }
 
 uint8_t* GuestMemory::host_ptr(uint64_t gpa, uint64_t len) const {
@@ -114,12 +160,6 @@ void GuestMemory::mark_dirty(uint64_t gpa, uint64_t len) const {
     }
 }
 
-static std::string range_text(uint64_t gpa, size_t len) {
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "[%#llx, +%#zx)", static_cast<unsigned long long>(gpa), len);
-    return buf;
-}
-
 Result<void> GuestMemory::write(uint64_t gpa, std::span<const uint8_t> bytes) const {
     uint8_t* p = host_ptr(gpa, bytes.size());
     if (p == nullptr) return Error{"guest range " + range_text(gpa, bytes.size()) + " is not RAM"};
@@ -136,11 +176,9 @@ Result<void> GuestMemory::zero(uint64_t gpa, uint64_t len) const {
     uint64_t body = base::align_down(len - head, page);
     std::memset(p, 0, head);
     if (body != 0 && private_file_) {
-        std::memset(p + head, 0, body);  // a hole would show the file's bytes again
-    } else if (body != 0) {
-        auto off = static_cast<off_t>(static_cast<uint64_t>(p + head - mapping_.data()));
-        if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, static_cast<off_t>(body)) != 0)
-            std::memset(p + head, 0, body);  // the fallback is slower, never wrong
+        std::memset(p + head, 0, body);  // discarding would show the file's bytes again
+    } else if (body != 0 && !discard(static_cast<uint64_t>(p + head - mapping_.data()), body).ok()) {
+        std::memset(p + head, 0, body);  // the fallback is slower, never wrong
     }
     std::memset(p + head + body, 0, len - head - body);
     mark_dirty(gpa, len);

@@ -1,7 +1,13 @@
-// Guest physical memory: one memfd, mapped once, carved into RAM regions.
+// Guest physical memory: one mapping, carved into RAM regions back to back
+// (the "RAM layout": a page's offset in the mapping is its offset in a
+// snapshot's memory file and its index in dirty bitmaps).
 //
-// A single memfd backs all guest RAM so that later work (snapshots, live
-// migration, page sharing) can map, share or send it by file offset.
+// A fresh VM's RAM is private anonymous memory: a page costs nothing until
+// touched, a first touch is the kernel's cheapest fault (about half the cost
+// of a shmem page here, which matters to a migration destination filling
+// RAM at link speed), and pages are given back with MADV_DONTNEED. A lazily
+// restored VM's RAM is a private (copy-on-write) mapping of the snapshot's
+// memory file instead.
 #pragma once
 
 #include <atomic>
@@ -24,7 +30,8 @@ struct RamRange {
     uint64_t size;
 };
 
-// A RAM region as mapped: guest address, host address, offset in the memfd.
+// A RAM region as mapped: guest address, host address, offset in the RAM
+// layout (fd_offset: also the offset in a lazily restored VM's file).
 struct Region {
     uint64_t gpa;
     uint64_t size;
@@ -35,28 +42,41 @@ struct Region {
 
 class GuestMemory {
 public:
-    // Creates a memfd of the total size and maps it; ranges must be page
-    // aligned, sorted and non-overlapping.
+    // Maps anonymous memory of the total size; ranges must be page aligned,
+    // sorted and non-overlapping.
     static base::Result<GuestMemory> create(std::span<const RamRange> ranges);
-    // Guest RAM as a copy-on-write (MAP_PRIVATE) mapping of `file`, laid out
-    // as create() lays out its memfd (regions back to back from offset 0):
+    // Guest RAM as a copy-on-write (MAP_PRIVATE) mapping of `file`, in the
+    // RAM layout (regions back to back from offset 0):
     // pages are read from the file when the guest first touches them and
     // the guest's writes never reach the file (lazy snapshot restore).
     static base::Result<GuestMemory> map_private_file(std::span<const RamRange> ranges, base::UniqueFd file);
 
     [[nodiscard]] std::span<const Region> regions() const { return regions_; }
     [[nodiscard]] uint64_t ram_size() const { return mapping_.size(); }
-    // The file behind guest RAM: the memfd, or the file of map_private_file().
+    // The file behind guest RAM for map_private_file(); -1 for anonymous RAM.
     [[nodiscard]] int fd() const { return fd_.get(); }
     [[nodiscard]] bool private_file() const { return private_file_; }
+
+    // Calls fn(start, end) for each run of pages in [from, to) (RAM-layout
+    // offsets, page aligned) that may hold data: for anonymous RAM the pages
+    // the kernel has (present or swapped, from /proc/self/pagemap; a page
+    // never touched or given back reads as zero and is skipped), for a file
+    // mapping all of it. Where the kernel cannot tell, all of it.
+    [[nodiscard]] base::Result<void> for_each_populated(
+        uint64_t from, uint64_t to, const std::function<base::Result<void>(uint64_t, uint64_t)>& fn) const;
+    // Gives the pages of [offset, offset+len) (RAM layout, page aligned)
+    // back to the kernel: they read as zero and cost nothing until touched
+    // again. Anonymous RAM only (a file mapping would show the file again).
+    [[nodiscard]] base::Result<void> discard(uint64_t offset, uint64_t len) const;
 
     // Host pointer for [gpa, gpa+len) if it lies wholly inside one region, else nullptr.
     [[nodiscard]] uint8_t* host_ptr(uint64_t gpa, uint64_t len) const;
     [[nodiscard]] std::span<uint8_t> span(uint64_t gpa, uint64_t len) const;
 
     [[nodiscard]] base::Result<void> write(uint64_t gpa, std::span<const uint8_t> bytes) const;
-    // Zeroes [gpa, gpa+len). Whole pages are punched out of the memfd rather
-    // than written, so zeroing memory nobody touched yet costs no page faults.
+    // Zeroes [gpa, gpa+len). Whole pages of anonymous RAM are discarded
+    // rather than written, so zeroing memory nobody touched yet costs no
+    // page faults.
     [[nodiscard]] base::Result<void> zero(uint64_t gpa, uint64_t len) const;
     [[nodiscard]] base::Result<void> read(uint64_t gpa, std::span<uint8_t> bytes) const;
 
@@ -64,7 +84,7 @@ public:
     // and every mark_dirty() caller (the virtqueue marks the buffers a device
     // returns, and the used ring) record the pages they changed; the guest's
     // own writes are the hypervisor's dirty log (hv::Vm::fetch_dirty_log).
-    // Bits are indexed by page of the memfd layout (fd_offset / 4096).
+    // Bits are indexed by page of the RAM layout (fd_offset / 4096).
     void start_dirty_tracking();
     void stop_dirty_tracking() { tracking_->store(false, std::memory_order_release); }
     [[nodiscard]] bool dirty_tracking() const { return tracking_->load(std::memory_order_acquire); }
@@ -77,9 +97,9 @@ public:
         *observer_ = std::move(observer);
     }
     // Clear-on-read: ORs the pages marked since the last call into `out`
-    // (one bit per page of the memfd layout).
+    // (one bit per page of the RAM layout).
     void take_dirty(std::vector<uint64_t>& out) const { host_dirty_.take(out); }
-    // The memfd-layout page of `gpa`, or UINT64_MAX when it is not RAM.
+    // The RAM-layout page of `gpa`, or UINT64_MAX when it is not RAM.
     [[nodiscard]] uint64_t page_index(uint64_t gpa) const;
     [[nodiscard]] uint64_t page_count() const { return ram_size() / 4096; }
 
@@ -89,7 +109,8 @@ public:
     }
 
 private:
-    base::Result<GuestMemory> map_fd(std::span<const RamRange> ranges, uint64_t total, int flags);
+    // Takes `mapping` as guest RAM and carves the regions out of it.
+    base::Result<GuestMemory> adopt(std::span<const RamRange> ranges, base::MmapRegion mapping);
 
     base::UniqueFd fd_;
     base::MmapRegion mapping_;
@@ -99,7 +120,7 @@ private:
     // Heap-held so a moved GuestMemory keeps one flag.
     std::unique_ptr<std::atomic<bool>> tracking_ = std::make_unique<std::atomic<bool>>(false);
     std::unique_ptr<std::function<void(uint64_t, uint64_t)>> observer_ =
-        std::make_unique<std::function<void(uint64_t, uint64_t)>>();  // fd_ is a file shared with others: never punch holes in it
+        std::make_unique<std::function<void(uint64_t, uint64_t)>>();
 };
 
 }  // namespace popek::memory

@@ -63,7 +63,7 @@ Result<void> pread_all(int fd, uint8_t* p, uint64_t len, uint64_t off, const std
     return {};
 }
 
-// Data extents of `fd` within [from, to): calls fn(start, end) for each.
+// Data extents of the file `fd` within [from, to): calls fn(start, end) for each.
 // Falls back to the whole range where SEEK_DATA is not supported.
 template <class Fn>
 Result<void> for_each_data(int fd, uint64_t from, uint64_t to, Fn&& fn) {
@@ -89,8 +89,7 @@ Result<void> for_each_data(int fd, uint64_t from, uint64_t to, Fn&& fn) {
 }  // namespace
 
 Result<void> for_each_data_range(const memory::GuestMemory& mem, const std::function<Result<void>(uint64_t, uint64_t)>& fn) {
-    if (mem.private_file()) return fn(0, mem.ram_size());
-    return for_each_data(mem.fd(), 0, mem.ram_size(), fn);
+    return mem.for_each_populated(0, mem.ram_size(), fn);
 }
 
 Result<uint64_t> memory_digest(const memory::GuestMemory& mem) {
@@ -129,9 +128,6 @@ Result<MemoryFileInfo> save_memory(const memory::GuestMemory& mem, const std::st
     Xxh3 digest = new_digest();
     if (!digest) return Error{"out of memory for the memory digest"};
 
-    // Only memfd-backed RAM has holes worth asking the kernel about; a
-    // copy-on-write file mapping keeps the guest's writes elsewhere.
-    const int probe_fd = mem.private_file() ? -1 : mem.fd();
     for (const auto& r : mem.regions()) {
         auto scan = [&](uint64_t start, uint64_t end) -> Result<void> {
             uint64_t run = 0, run_len = 0;  // file offsets of the current non-zero run
@@ -150,11 +146,8 @@ Result<MemoryFileInfo> save_memory(const memory::GuestMemory& mem, const std::st
             if (run_len) POPEK_TRY(pwrite_all(out.get(), r.host + (run - r.fd_offset), run_len, run, path));
             return {};
         };
-        if (probe_fd >= 0) {
-            POPEK_TRY(for_each_data(probe_fd, r.fd_offset, r.fd_offset + r.size, scan));
-        } else {
-            POPEK_TRY(scan(r.fd_offset, r.fd_offset + r.size));
-        }
+        // Pages the kernel never handed out are zero: not even looked at.
+        POPEK_TRY(mem.for_each_populated(r.fd_offset, r.fd_offset + r.size, scan));
     }
     if (::fsync(out.get()) != 0) return Error::from_errno("fsync " + path);
     if (::rename(path.c_str(), final_path.c_str()) != 0)

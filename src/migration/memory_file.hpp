@@ -1,5 +1,5 @@
-// Guest memory in a snapshot: one sparse file laid out like GuestMemory's
-// memfd (regions back to back from offset 0), so a restore can map it
+// Guest memory in a snapshot: one sparse file in GuestMemory's RAM layout
+// (regions back to back from offset 0), so a restore can map it
 // copy-on-write as guest RAM. Pages that are all zero are not written (they
 // stay holes), and a digest covers every non-zero page with its index.
 #pragma once
@@ -23,9 +23,9 @@ struct MemoryFileInfo {
 bool is_zero_page(const uint8_t* page);
 
 // The pages of guest RAM that may hold data, as [start, end) byte ranges of
-// the memfd layout: holes of the memfd are skipped (they read as zeros and
-// reading them would populate them). A copy-on-write file mapping
-// (map_private_file) is all data: its holes say nothing about the guest's writes.
+// the RAM layout (GuestMemory::for_each_populated): pages the kernel never
+// handed out are skipped (they read as zeros and reading them would populate
+// them). A copy-on-write file mapping (map_private_file) is all data.
 base::Result<void> for_each_data_range(const memory::GuestMemory& mem,
                                        const std::function<base::Result<void>(uint64_t, uint64_t)>& fn);
 // XXH3-64 over (page index, page) of every non-zero page of guest RAM: equal
@@ -37,7 +37,7 @@ base::Result<uint64_t> memory_digest(const memory::GuestMemory& mem);
 // paused and devices quiesced.
 base::Result<MemoryFileInfo> save_memory(const memory::GuestMemory& mem, const std::string& path);
 
-// Guest RAM read wholly from `path` into a fresh memfd; the digest and the
+// Guest RAM read wholly from `path` into fresh anonymous RAM; the digest and the
 // size are checked against `expected`.
 base::Result<memory::GuestMemory> load_memory_eager(std::span<const memory::RamRange> ranges, const std::string& path,
                                                     const MemoryFileInfo& expected);

@@ -11,7 +11,7 @@
 // The switch (source, postcopy_send): pause, fetch the last dirty pages, send
 // the state tree and the `needed` bitmap (pages the destination must take
 // from the source, not from its pre-copy copy). The destination (PostcopyIncoming)
-// punches those pages out of its memfd, registers guest RAM with a
+// discards those pages (MADV_DONTNEED), registers guest RAM with a
 // userfaultfd (missing mode), builds the VM and answers running: true; a vCPU
 // (inside KVM) or a device thread touching a missing page blocks in the
 // kernel until the page is placed (UFFDIO_COPY). Its fault thread asks the

@@ -48,7 +48,8 @@ Result<std::unique_ptr<PostcopyIncoming>> PostcopyIncoming::start(memory::GuestM
                      std::to_string(pages) + " pages need " + std::to_string(words * 8)};
     if (pages % 64 != 0 && (needed.back() >> (pages % 64)) != 0)
         return Error{"post-copy: the needed-pages bitmap marks pages beyond guest RAM"};
-    if (page_digests.size() != pages || mem.private_file()) return Error{"post-copy: guest RAM is not a plain memfd"};
+    if (page_digests.size() != pages) return Error{"post-copy: one digest per page is needed"};
+    if (mem.private_file()) return Error{"post-copy: guest RAM is a file mapping, not anonymous memory"};
 
     std::unique_ptr<PostcopyIncoming> pc(new PostcopyIncoming());
     pc->t0_ = Clock::now();
@@ -61,7 +62,7 @@ Result<std::unique_ptr<PostcopyIncoming>> PostcopyIncoming::start(memory::GuestM
     pc->requested_ = std::make_unique<std::atomic<uint64_t>[]>(words);
     pc->codec_ = std::make_unique<compress::CodecContext>(compress::CodecOptions{.cache_pages = cache_pages});
 
-    // The pre-copy copies of needed pages go: punched out, they are missing
+    // The pre-copy copies of needed pages go: discarded, they are missing
     // pages the userfaultfd reports.
     for (uint64_t p = 0; p < pages;) {
         if (!bit(pc->needed_, p)) {
@@ -71,9 +72,8 @@ Result<std::unique_ptr<PostcopyIncoming>> PostcopyIncoming::start(memory::GuestM
         uint64_t q = p;
         while (q < pages && bit(pc->needed_, q)) pc->digests_[q++] = 0;
         pc->needed_count_ += q - p;
-        if (::fallocate(mem.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(p * kPage),
-                        static_cast<off_t>((q - p) * kPage)) != 0)
-            return Error::from_errno("post-copy: dropping the stale copies of needed pages");
+        if (auto d = mem.discard(p * kPage, (q - p) * kPage); !d.ok())
+            return d.error().context("post-copy: dropping the stale copies of needed pages");
         p = q;
     }
 
@@ -81,9 +81,7 @@ Result<std::unique_ptr<PostcopyIncoming>> PostcopyIncoming::start(memory::GuestM
     if (!pc->uffd_.valid()) return Error::from_errno("post-copy: userfaultfd (needs root or vm.unprivileged_userfaultfd=1)");
     uffdio_api api{};
     api.api = UFFD_API;
-    api.features = UFFD_FEATURE_MISSING_SHMEM;
-    if (::ioctl(pc->uffd_.get(), UFFDIO_API, &api) != 0)
-        return Error::from_errno("post-copy: userfaultfd on shared memory (UFFD_FEATURE_MISSING_SHMEM) is not available");
+    if (::ioctl(pc->uffd_.get(), UFFDIO_API, &api) != 0) return Error::from_errno("post-copy: userfaultfd API handshake");
     uffdio_register reg{};
     reg.range.start = reinterpret_cast<uintptr_t>(pc->base_);
     reg.range.len = mem.ram_size();

@@ -97,7 +97,7 @@ public:
     virtual nlohmann::json config_json() = 0;
     // Dirty logging on (guest writes through the hypervisor, host writes in GuestMemory).
     virtual base::Result<void> start_dirty_log() = 0;
-    // ORs the pages (memfd layout) written since the previous call into `bits`.
+    // ORs the pages (RAM layout) written since the previous call into `bits`.
     virtual base::Result<void> fetch_dirty(std::vector<uint64_t>& bits) = 0;
     virtual void stop_dirty_log() = 0;
     // Auto-converge: hold every vCPU out of the guest `percent` (0-99) of the

@@ -18,7 +18,7 @@
 //   Reply    CBOR map: ok (bool), error (string, when not ok), and extras
 //            (the destination's digest in its commit reply)
 //   Pages    records back to back: u64 page index (LE; pages of the guest-RAM
-//            memfd layout) then one page record (migration/compress/codec.hpp)
+//            RAM layout) then one page record (migration/compress/codec.hpp)
 //   RoundEnd CBOR map: round, pages — the source finished a round; the
 //            destination answers a Reply (ok, round, applied: pages applied
 //            so far) once it applied the round, and the source waits for it
