@@ -41,6 +41,21 @@ Result<json> expect_reply(Connection& conn, const char* what, uint32_t timeout_m
 
 }  // namespace
 
+RoundDecision decide_round(const RoundFigures& f) {
+    if (f.pages_ms + f.fixed_ms <= f.downtime_ms) {
+        // Below ~1 ms of pages another round is noise whatever the ratio.
+        constexpr double kWorthMs = 1.0;
+        const bool worth_another = f.round <= f.max_rounds && f.pages_ms > std::max(f.fixed_ms, kWorthMs) &&
+                                   f.dirty * 2 <= f.last_round_pages;
+        return worth_another ? RoundDecision::Another : RoundDecision::Converged;
+    }
+    if (f.round > f.max_rounds) return RoundDecision::RoundCap;
+    // When the fixed cost alone is over the limit, rounds stop paying off
+    // once the pages are a small part of the switch.
+    if (f.fixed_ms > f.downtime_ms && f.pages_ms < 0.1 * f.fixed_ms) return RoundDecision::Futile;
+    return RoundDecision::Another;
+}
+
 Result<uint64_t> parse_bandwidth(const std::string& text) {
     const auto bad = [&](const std::string& why) {
         return Error{"bandwidth '" + text + "': " + why + " (expected bytes per second like 250000, 512K, 100M or 1G)"};
@@ -232,6 +247,7 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
     double ms_per_page = ms / static_cast<double>(std::max<uint64_t>(out.pages(), 1));
     uint64_t last_sent_bytes = out.bytes();
     uint64_t prev_dirty = 0;
+    uint64_t last_round_pages = pages - skipped;
     for (uint32_t round = 1;; ++round) {
         if (cancel.load()) return Error{"cancelled"};
         POPEK_TRY(src.fetch_dirty(bits));
@@ -250,11 +266,11 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
                                                  est_ms <= opt.downtime_ms);
         if (!postcopy_reason.empty()) break;
         prev_dirty = dirty;
-        // When the fixed cost alone is over the limit, rounds stop paying
-        // off once the pages are a small part of the switch.
-        const bool futile = fixed.total() > opt.downtime_ms && pages_ms < 0.1 * fixed.total();
-        if (est_ms <= opt.downtime_ms || round > opt.max_rounds || futile) {
-            converged = est_ms <= opt.downtime_ms;
+        const RoundDecision decision = decide_round(RoundFigures{pages_ms, fixed.total(), opt.downtime_ms, round,
+                                                                 opt.max_rounds, dirty, last_round_pages});
+        if (decision != RoundDecision::Another) {
+            converged = decision == RoundDecision::Converged;
+            const bool futile = decision == RoundDecision::Futile;
             log_phase("precopy", (converged ? "converged after " : "stopping after ") + std::to_string(round - 1) +
                                      " dirty rounds: " +
                                      std::to_string(dirty) + " dirty pages, ~" +
@@ -269,6 +285,9 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
             // They go in stop-and-copy, with whatever is dirtied meanwhile.
             break;
         }
+        if (est_ms <= opt.downtime_ms)
+            log_phase("precopy", "the pause would fit (~" + std::to_string(static_cast<int>(est_ms)) +
+                                     " ms) but the dirty set is still shrinking: one more round first");
         // Auto-converge: the guest dirtied, during the last round, more than
         // half of what the link carried in it (QEMU's rule): one step up.
         const double dirty_ratio =
@@ -287,6 +306,7 @@ Result<void> Sender::precopy(PageSender& out, std::vector<uint64_t>& bits, uint6
         const uint64_t sent = out.bytes() - bytes0;
         last_sent_bytes = sent;
         mbps = static_cast<double>(sent) / (1 << 20) / std::max(ms / 1000.0, 1e-6);
+        last_round_pages = dirty;
         bytes_per_page = static_cast<double>(sent) / static_cast<double>(std::max<uint64_t>(dirty, 1));
         ms_per_page = ms / static_cast<double>(std::max<uint64_t>(dirty, 1));
         rounds.push_back({{"round", round}, {"pages", dirty}, {"ms", ms}, {"bytes", sent}, {"mbps", mbps},

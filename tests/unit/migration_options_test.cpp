@@ -1,4 +1,5 @@
-// `--bandwidth` (and the API's "bandwidth"): what it accepts and what it refuses.
+// `--bandwidth` (and the API's "bandwidth"): what it accepts and what it refuses;
+// pre-copy's round-by-round decision.
 #include <gtest/gtest.h>
 
 #include "api/request.hpp"
@@ -53,6 +54,37 @@ TEST(MigrationBandwidth, ApiFieldsReachTheCommand) {
         ASSERT_TRUE(std::holds_alternative<api::HttpError>(r)) << bad;
         EXPECT_EQ(std::get<api::HttpError>(r).status, 400) << bad;
     }
+}
+
+// 300 ms limit, 3 ms fixed cost, round 1 of at most 30.
+RoundFigures figures(double pages_ms, uint64_t dirty, uint64_t last_round_pages) {
+    return RoundFigures{pages_ms, 3.0, 300, 1, 30, dirty, last_round_pages};
+}
+
+TEST(PrecopyRounds, APauseThatFitsGetsOneMoreRoundOnlyWhileItPays) {
+    // 40 ms of pages, the set shrank from the full pass's 229k to 12k pages.
+    EXPECT_EQ(decide_round(figures(40, 12000, 229000)), RoundDecision::Another);
+    // Then 300 pages: under the fixed cost, the switch.
+    EXPECT_EQ(decide_round(figures(1.0, 300, 12000)), RoundDecision::Converged);
+    // Not shrinking by half: another round would find as much again.
+    EXPECT_EQ(decide_round(figures(40, 12000, 20000)), RoundDecision::Converged);
+    // Pages no more than the fixed cost: nothing to win.
+    EXPECT_EQ(decide_round(figures(2.9, 300, 100000)), RoundDecision::Converged);
+    // The cap holds whatever the set does.
+    RoundFigures at_cap = figures(40, 12000, 229000);
+    at_cap.round = 31;
+    EXPECT_EQ(decide_round(at_cap), RoundDecision::Converged);
+}
+
+TEST(PrecopyRounds, OverTheLimitItIsAnotherRoundTheCapOrFutile) {
+    EXPECT_EQ(decide_round(figures(400, 200000, 200000)), RoundDecision::Another);
+    RoundFigures at_cap = figures(400, 200000, 200000);
+    at_cap.round = 31;
+    EXPECT_EQ(decide_round(at_cap), RoundDecision::RoundCap);
+    // A 10 ms limit under a 30 ms fixed cost: rounds help until the pages
+    // are a tenth of it.
+    EXPECT_EQ(decide_round(RoundFigures{10, 30, 10, 2, 30, 500, 1000}), RoundDecision::Another);
+    EXPECT_EQ(decide_round(RoundFigures{2, 30, 10, 2, 30, 100, 500}), RoundDecision::Futile);
 }
 
 }  // namespace
