@@ -43,10 +43,12 @@ Result<json> expect_reply(Connection& conn, const char* what, uint32_t timeout_m
 
 RoundDecision decide_round(const RoundFigures& f) {
     if (f.pages_ms + f.fixed_ms <= f.downtime_ms) {
-        // Below ~1 ms of pages another round is noise whatever the ratio.
-        constexpr double kWorthMs = 1.0;
-        const bool worth_another = f.round <= f.max_rounds && f.pages_ms > std::max(f.fixed_ms, kWorthMs) &&
-                                   f.dirty * 2 <= f.last_round_pages;
+        // Below ~2 ms of pages another round is noise whatever the ratio.
+        // Each extra round costs about its pages_ms, which at least halves
+        // round after round: at most twice the first one in all.
+        constexpr double kWorthMs = 2.0;
+        const bool worth_another =
+            f.round <= f.max_rounds && f.pages_ms > kWorthMs && f.dirty * 2 <= f.last_round_pages;
         return worth_another ? RoundDecision::Another : RoundDecision::Converged;
     }
     if (f.round > f.max_rounds) return RoundDecision::RoundCap;

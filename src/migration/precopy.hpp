@@ -76,10 +76,10 @@ struct RoundFigures {
     uint32_t downtime_ms = 0, round = 1, max_rounds = 0;
     uint64_t dirty = 0, last_round_pages = 0;
 };
-// A pause that fits the limit still gets one more round while the pages are
-// most of it and the last round at least halved the dirty set: the round
-// costs about pages_ms of total time and leaves a fraction of it for the
-// pause (a guest dirtying 50 MiB/s of a 1 GiB VM: ~40 ms of pause -> ~3 ms).
+// A pause that fits the limit still gets one more round while its pages take
+// over 2 ms and the last round at least halved the dirty set: the round costs
+// about pages_ms of total time and leaves a fraction of it for the pause (a
+// guest dirtying 50 MiB/s of a 1 GiB VM: ~40 ms of pause -> ~4 ms).
 RoundDecision decide_round(const RoundFigures& f);
 
 // What GET /vm/migration shows; updated by the migration thread.

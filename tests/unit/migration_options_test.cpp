@@ -64,12 +64,12 @@ RoundFigures figures(double pages_ms, uint64_t dirty, uint64_t last_round_pages)
 TEST(PrecopyRounds, APauseThatFitsGetsOneMoreRoundOnlyWhileItPays) {
     // 40 ms of pages, the set shrank from the full pass's 229k to 12k pages.
     EXPECT_EQ(decide_round(figures(40, 12000, 229000)), RoundDecision::Another);
-    // Then 300 pages: under the fixed cost, the switch.
+    // Then 300 pages, 1 ms: the switch.
     EXPECT_EQ(decide_round(figures(1.0, 300, 12000)), RoundDecision::Converged);
+    // Pages under the fixed cost still pay while they take over 2 ms.
+    EXPECT_EQ(decide_round(figures(2.5, 700, 12000)), RoundDecision::Another);
     // Not shrinking by half: another round would find as much again.
     EXPECT_EQ(decide_round(figures(40, 12000, 20000)), RoundDecision::Converged);
-    // Pages no more than the fixed cost: nothing to win.
-    EXPECT_EQ(decide_round(figures(2.9, 300, 100000)), RoundDecision::Converged);
     // The cap holds whatever the set does.
     RoundFigures at_cap = figures(40, 12000, 229000);
     at_cap.round = 31;
