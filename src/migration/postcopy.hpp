@@ -117,7 +117,7 @@ public:
         bool complete = false;
     };
     // `page_digests`: pre-copy's digest of each page received (kept pages).
-    // Punches the needed pages out, registers the userfaultfd and starts the
+    // Discards the needed pages, registers the userfaultfd and starts the
     // fault and receive threads. The connection moves in when it succeeds.
     // Only the mapping of `mem` is kept: the Machine may take `mem` over.
     static base::Result<std::unique_ptr<PostcopyIncoming>> start(memory::GuestMemory& mem, Connection& conn,
