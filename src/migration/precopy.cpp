@@ -328,7 +328,7 @@ Result<json> Sender::run() {
     progress.set_phase("initialization");
     progress.update_extra(pages, 0, -1);
     Hello hello{kProtocolVersion, POPEK_VERSION, pages, std::string(compress::codec_name(opt.codec)),
-                opt.cache_pages, src.config_json(), opt.timeout_ms};
+                opt.cache_pages, src.config_json(), opt.timeout_ms, src.backend()};
     conn.set_send_timeout(opt.timeout_ms);
     log_phase("initialization", "to " + opt.to + ", " + std::to_string(pages) + " pages, codec " + hello.codec);
     const auto t_hello = Clock::now();

@@ -116,6 +116,9 @@ public:
     virtual ~MigrationSource() = default;
     virtual const memory::GuestMemory& memory() = 0;
     virtual nlohmann::json config_json() = 0;
+    // The hypervisor backend running the VM ("kvm", "emu"): the destination
+    // needs the same one (a VM's CPU state is the backend's).
+    virtual std::string backend() { return "kvm"; }
     // Dirty logging on (guest writes through the hypervisor, host writes in GuestMemory).
     virtual base::Result<void> start_dirty_log() = 0;
     // ORs the pages (RAM layout) written since the previous call into `bits`.

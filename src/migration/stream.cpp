@@ -182,7 +182,8 @@ json hello_to_json(const Hello& h) {
     return json{{"protocol", h.protocol},       {"popek_version", h.popek_version},
                 {"page_size", compress::kPageSize}, {"pages", h.pages},
                 {"codec", h.codec},             {"cache_pages", h.cache_pages},
-                {"config", h.config},           {"timeout_ms", h.timeout_ms}};
+                {"config", h.config},           {"timeout_ms", h.timeout_ms},
+                {"backend", h.backend}};
 }
 
 Result<Hello> hello_from_json(const json& j) {
@@ -221,6 +222,11 @@ Result<Hello> hello_from_json(const json& j) {
             return Error{"hello: timeout of " + std::to_string(t) + " ms is outside " + std::to_string(kMinTimeoutMs) +
                          "-" + std::to_string(kMaxTimeoutMs)};
         h.timeout_ms = static_cast<uint32_t>(t);
+    }
+    if (j.contains("backend")) {
+        POPEK_ASSIGN_OR_RETURN(h.backend, str("backend"));
+        if (!h.backend.empty() && h.backend != "kvm" && h.backend != "emu")
+            return Error{"hello: unknown backend '" + h.backend + "' (want kvm or emu)"};
     }
     return h;
 }

@@ -146,6 +146,7 @@ struct Hello {
     uint64_t cache_pages = 0;    // XBZRLE cache size both ends use
     nlohmann::json config;       // vmm::VmConfig as JSON; the VMM decodes it
     uint32_t timeout_ms = 0;     // the peers' deadline for a frame (0: absent, kDefaultTimeoutMs)
+    std::string backend{};       // what runs the VM at the source: "kvm", "emu" ("" absent: assume kvm)
 };
 // A peer that takes or sends nothing for this long is gone (the source's
 // --timeout-ms; the destination uses the one the hello carries).

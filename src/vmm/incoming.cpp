@@ -35,7 +35,9 @@ public:
         for (const auto& d : cfg.disks)
             if (::access(d.path.c_str(), d.readonly ? R_OK : R_OK | W_OK) != 0)
                 return Error::from_errno("disk '" + d.id + "' (" + d.path + ") is not usable here");
-        if (::access(cfg.kvm_device.c_str(), R_OK | W_OK) != 0)
+        // An emulated VM needs no KVM here (it comes back to the engine that
+        // saved it); any other does.
+        if (hello.backend != "emu" && ::access(cfg.kvm_device.c_str(), R_OK | W_OK) != 0)
             return Error::from_errno("KVM device " + cfg.kvm_device);
         auto ranges = arch::x86::ram_ranges(cfg.memory_bytes);
         auto mem = memory::GuestMemory::create(ranges);

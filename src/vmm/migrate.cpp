@@ -22,6 +22,7 @@ public:
 
     const memory::GuestMemory& memory() override { return m_.memory_; }
     json config_json() override { return json(m_.cfg_); }
+    std::string backend() override { return m_.hv_->name(); }
 
     Result<void> start_dirty_log() override {
         // Host writes first: a device write between the two is then logged.

@@ -95,6 +95,34 @@ TEST_P(MigrateCompute, FinishesOnTheDestinationWithTheSameChecksum) {
 INSTANTIATE_TEST_SUITE_P(EachCodec, MigrateCompute,
                          ::testing::Values("none", "zero", "wkdm", "xbzrle", "zstd", "lz4", "sparse", "auto"));
 
+// A VM on the emulation engine moves to a host without KVM (its KVM device
+// path names nothing there): the hello says which backend runs it, the
+// destination checks for KVM only when it is needed, and the VM comes back to
+// the engine that saved it and finishes with KVM's checksum.
+TEST(Migration, AnEmulatedVmMovesToAHostWithoutKvm) {
+    const char* compute = "compute 3000";  // ~2 s on the engine
+    const auto reference =
+        run_process({POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", compute, "--memory", "64M"}, 60s);
+    const std::string expected = checksum_of(reference.out);
+    ASSERT_FALSE(expected.empty()) << reference.out << reference.err;
+    const uint16_t port = free_port();
+    const std::string sock = sock_path("emu");
+    Child dest({POPEK_BIN, "run", "--incoming", "tcp:127.0.0.1:" + std::to_string(port)});
+    wait_listening(port);
+    std::vector<std::string> argv = source_argv(compute, sock, "64M");
+    argv.insert(argv.end(), {"--engine", "emu", "--kvm-device", "/nonexistent/kvm"});
+    Child source(argv);
+    ASSERT_TRUE(source.wait_for_line("PROBE-READY", 30s)) << source.err();
+    auto m = migrate(sock, port);
+    ASSERT_EQ(m.exit_code, 0) << m.out << m.err;
+    EXPECT_TRUE(report_of(m).value("digest_match", false)) << m.out;
+    auto src = source.finish(60s);
+    EXPECT_EQ(line_starting(src.out, "PROBE-DONE"), "") << "the source must not finish what it handed over";
+    auto dst = dest.finish(120s);
+    ASSERT_EQ(dst.exit_code, 0) << dst.err;
+    EXPECT_EQ(checksum_of(dst.out), expected) << dst.out;
+}
+
 // A guest that wrote one word into each page of 48 MiB (idle's fill): mostly
 // empty pages, which Sparse records and zstd frames carry in a few bytes each.
 class MigrateSparse : public ::testing::TestWithParam<const char*> {};

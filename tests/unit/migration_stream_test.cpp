@@ -76,6 +76,21 @@ TEST(MigrationStream, HelloRefusesAnotherProtocolVersion) {
     EXPECT_FALSE(hello_from_json(j).ok());
 }
 
+TEST(MigrationStream, HelloCarriesTheBackendAndRefusesAnUnknownOne) {
+    Hello h{kProtocolVersion, "0.1.0", 100, "none", 16, json{{"cpus", 1}}, 5000, "emu"};
+    auto ok = hello_from_json(hello_to_json(h));
+    ASSERT_TRUE(ok.ok()) << ok.error().message;
+    EXPECT_EQ(ok->backend, "emu");
+    json j = hello_to_json(h);
+    j.erase("backend");  // an older source: the destination assumes KVM
+    ASSERT_TRUE(hello_from_json(j).ok());
+    EXPECT_EQ(hello_from_json(j)->backend, "");
+    j["backend"] = "hvf";
+    auto bad = hello_from_json(j);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().message.find("unknown backend 'hvf'"), std::string::npos);
+}
+
 TEST(MigrationStream, HelloCarriesTheTimeoutAndRefusesAnAbsurdOne) {
     Hello h{kProtocolVersion, "0.1.0", 100, "none", 16, json{{"cpus", 1}}, 5000};
     auto ok = hello_from_json(hello_to_json(h));
