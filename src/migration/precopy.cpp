@@ -46,7 +46,8 @@ namespace {
 // "N MiB/s" on the wire, and the guest RAM it carried when compression made
 // the two differ (a compressed round's wire rate alone reads like a stall).
 std::string rates(double wire_mbps, uint64_t pages, double ms) {
-    const double ram_mbps = static_cast<double>(pages) * 4096.0 / (1 << 20) / std::max(ms / 1000.0, 1e-6);
+    const double ram_mbps =
+        static_cast<double>(pages * compress::kPageSize) / (1 << 20) / std::max(ms / 1000.0, 1e-6);
     std::string s = std::to_string(static_cast<int>(wire_mbps)) + " MiB/s";
     if (ram_mbps > 1.5 * wire_mbps) s += " (" + std::to_string(static_cast<int>(ram_mbps)) + " MiB/s of guest RAM)";
     return s;

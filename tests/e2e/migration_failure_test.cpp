@@ -232,6 +232,10 @@ struct Hosts {
         return std::make_unique<Child>(net.exec_in(0, {POPEK_BIN, "run", "--kernel", POPEK_PROBE, "--cmdline", cmdline,
                                                        "--memory", memory, "--api-sock", sock}));
     }
+    // Between the source and the destination's host, the stream as `policy` says.
+    std::unique_ptr<MigrationProxy> start_proxy(Policy policy) {
+        return std::make_unique<MigrationProxy>(net.name(1), net.addr(1), proxy_port, dest_port, std::move(policy));
+    }
     // A short deadline: a dead link or a silent peer fails the migration in 5 s.
     std::unique_ptr<Child> start_migrate(const std::vector<std::string>& extra = {}) {
         std::vector<std::string> argv{POPEK_BIN, "migrate", "--api-sock", sock, "--to",
@@ -294,12 +298,12 @@ TEST_P(DestinationKilled, SourceResumesAndFinishesItsWork) {
     Hosts h;
     ASSERT_TRUE(h.net.ok()) << h.net.error();
     auto dest = h.start_dest();
-    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port, phase.hold);
-    ASSERT_TRUE(proxy.ok());
+    auto proxy = h.start_proxy(phase.hold);
+    ASSERT_TRUE(proxy->ok());
     auto source = h.start_source();
     ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
     auto migrate = h.start_migrate();
-    const std::string held = proxy.wait_held(120s);
+    const std::string held = proxy->wait_held(120s);
     ASSERT_NE(held, "") << "the migration never reached " << phase.name << migrate->err();
     // The destination logs a phase just after acting on it: read its stderr
     // until the line is there (it waits in the next phase meanwhile).
@@ -312,7 +316,7 @@ TEST_P(DestinationKilled, SourceResumesAndFinishesItsWork) {
     if (*phase.dest_not_yet) {
         EXPECT_EQ(d.err.find(phase.dest_not_yet), std::string::npos) << d.err;
     }
-    proxy.close();  // the dead destination's connection closes
+    proxy->close();  // the dead destination's connection closes
     auto m = migrate->finish(120s);
     EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
     EXPECT_NE(m.err.find("migration failed"), std::string::npos) << m.err;
@@ -349,16 +353,15 @@ TEST(MigrationFailure, SourceKilledDuringPrecopyLeavesNoVmOnTheDestination) {
     Hosts h;
     ASSERT_TRUE(h.net.ok()) << h.net.error();
     auto dest = h.start_dest();
-    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
-                         hold_at(Dir::ToDest, FrameType::Pages, 1));
-    ASSERT_TRUE(proxy.ok());
+    auto proxy = h.start_proxy(hold_at(Dir::ToDest, FrameType::Pages, 1));
+    ASSERT_TRUE(proxy->ok());
     auto source = h.start_source();
     ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
     auto migrate = h.start_migrate();
-    ASSERT_NE(proxy.wait_held(120s), "") << migrate->err();
+    ASSERT_NE(proxy->wait_held(120s), "") << migrate->err();
     ::kill(source->pid(), SIGKILL);
     (void)source->finish(30s);
-    proxy.close();  // the dead source's connection closes
+    proxy->close();  // the dead source's connection closes
     auto d = dest->finish(60s);
     EXPECT_EQ(d.exit_code, 1) << d.err;
     expect_no_vm_on(d);
@@ -377,13 +380,12 @@ TEST(MigrationFailure, LinkDownDuringStopAndCopyResumesTheSourceWithinItsTimeout
     Hosts h;
     ASSERT_TRUE(h.net.ok()) << h.net.error();
     auto dest = h.start_dest();
-    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
-                         hold_at(Dir::ToDest, FrameType::State, 1));
-    ASSERT_TRUE(proxy.ok());
+    auto proxy = h.start_proxy(hold_at(Dir::ToDest, FrameType::State, 1));
+    ASSERT_TRUE(proxy->ok());
     auto source = h.start_source();
     ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
     auto migrate = h.start_migrate();
-    ASSERT_NE(proxy.wait_held(120s), "") << migrate->err();
+    ASSERT_NE(proxy->wait_held(120s), "") << migrate->err();
     ASSERT_TRUE(h.net.set_link(0, false));
     const auto t0 = std::chrono::steady_clock::now();
     auto m = migrate->finish(120s);
@@ -403,15 +405,14 @@ TEST(MigrationFailure, LinkDownDuringPrecopyResumesTheSourceWithinItsTimeout) {
     Hosts h;
     ASSERT_TRUE(h.net.ok()) << h.net.error();
     auto dest = h.start_dest();
-    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
-                         hold_at(Dir::ToDest, FrameType::Pages, 1));
-    ASSERT_TRUE(proxy.ok());
+    auto proxy = h.start_proxy(hold_at(Dir::ToDest, FrameType::Pages, 1));
+    ASSERT_TRUE(proxy->ok());
     // 256 MiB of data: far more than the socket buffers hold, so the source
     // is still sending when the link goes.
     auto source = h.start_source("dirty-rate 256 0", "512M");
     ASSERT_TRUE(source->wait_for_line("PROBE-CLOCK", 60s)) << source->err();
     auto migrate = h.start_migrate();
-    ASSERT_NE(proxy.wait_held(120s), "") << migrate->err();
+    ASSERT_NE(proxy->wait_held(120s), "") << migrate->err();
     ASSERT_TRUE(h.net.set_link(0, false));
     const auto t0 = std::chrono::steady_clock::now();
     auto m = migrate->finish(90s);
@@ -436,13 +437,12 @@ TEST(MigrationFailure, LostCommitReplyLeavesTheVmRunningOnOneSideOnly) {
     Hosts h;
     ASSERT_TRUE(h.net.ok()) << h.net.error();
     auto dest = h.start_dest();
-    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
-                         hold_ready_reply());
-    ASSERT_TRUE(proxy.ok());
+    auto proxy = h.start_proxy(hold_ready_reply());
+    ASSERT_TRUE(proxy->ok());
     auto source = h.start_source();
     ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
     auto migrate = h.start_migrate();
-    ASSERT_NE(proxy.wait_held(120s), "") << migrate->err();
+    ASSERT_NE(proxy->wait_held(120s), "") << migrate->err();
     ASSERT_TRUE(h.net.set_link(0, false));
     (void)migrate->finish(120s);
     auto src = source->finish(180s);
@@ -459,13 +459,12 @@ TEST(MigrationFailure, LostCommitLeavesTheVmRunningNowhereNotTwice) {
     Hosts h;
     ASSERT_TRUE(h.net.ok()) << h.net.error();
     auto dest = h.start_dest();
-    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
-                         hold_at(Dir::ToDest, FrameType::Commit, 1));
-    ASSERT_TRUE(proxy.ok());
+    auto proxy = h.start_proxy(hold_at(Dir::ToDest, FrameType::Commit, 1));
+    ASSERT_TRUE(proxy->ok());
     auto source = h.start_source();
     ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
     auto migrate = h.start_migrate();
-    ASSERT_NE(proxy.wait_held(120s), "") << migrate->err();
+    ASSERT_NE(proxy->wait_held(120s), "") << migrate->err();
     ASSERT_TRUE(h.net.set_link(0, false));
     (void)migrate->finish(60s);
     auto d = dest->finish(60s);
@@ -492,13 +491,12 @@ TEST(MigrationFailure, CorruptedFrameIsRefusedAndTheSourceResumes) {
     Hosts h;
     ASSERT_TRUE(h.net.ok()) << h.net.error();
     auto dest = h.start_dest();
-    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
-                         corrupt_at(FrameType::Pages, 1, Action::Corrupt));
-    ASSERT_TRUE(proxy.ok());
+    auto proxy = h.start_proxy(corrupt_at(FrameType::Pages, 1, Action::Corrupt));
+    ASSERT_TRUE(proxy->ok());
     auto source = h.start_source();
     ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
     auto m = h.start_migrate()->finish(120s);
-    EXPECT_TRUE(proxy.corrupted());
+    EXPECT_TRUE(proxy->corrupted());
     EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
     auto d = dest->finish(60s);
     EXPECT_EQ(d.exit_code, 1) << d.err;
@@ -518,13 +516,12 @@ void expect_resealed_damage_loses_nothing(FrameType type, const std::vector<std:
     Hosts h;
     ASSERT_TRUE(h.net.ok()) << h.net.error();
     auto dest = h.start_dest();
-    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
-                         corrupt_at(type, 1, Action::CorruptResealed));
-    ASSERT_TRUE(proxy.ok());
+    auto proxy = h.start_proxy(corrupt_at(type, 1, Action::CorruptResealed));
+    ASSERT_TRUE(proxy->ok());
     auto source = h.start_source();
     ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
     auto m = h.start_migrate(migrate_args)->finish(120s);
-    EXPECT_TRUE(proxy.corrupted());
+    EXPECT_TRUE(proxy->corrupted());
     if (m.exit_code != 0) {
         EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
         auto d = dest->finish(60s);
@@ -565,13 +562,12 @@ TEST(MigrationFailure, CorruptedCompressedFrameOfAQuietGuestIsRefused) {
     Hosts h;
     ASSERT_TRUE(h.net.ok()) << h.net.error();
     auto dest = h.start_dest();
-    MigrationProxy proxy(h.net.name(1), h.net.addr(1), h.proxy_port, h.dest_port,
-                         corrupt_at(FrameType::PagesZ, 1, Action::CorruptResealed));
-    ASSERT_TRUE(proxy.ok());
+    auto proxy = h.start_proxy(corrupt_at(FrameType::PagesZ, 1, Action::CorruptResealed));
+    ASSERT_TRUE(proxy->ok());
     auto source = h.start_source("idle 64");
     ASSERT_TRUE(source->wait_for_line("PROBE-IDLE", 60s)) << source->err();
     auto m = h.start_migrate({"--compress", "auto"})->finish(120s);
-    EXPECT_TRUE(proxy.corrupted());
+    EXPECT_TRUE(proxy->corrupted());
     EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
     auto d = dest->finish(60s);
     const size_t at = d.err.find("popek: error: incoming migration: ");

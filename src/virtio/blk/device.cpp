@@ -161,7 +161,6 @@ uint32_t BlockDevice::new_slot() {
         slot = static_cast<uint32_t>(slots_.size());
         slots_.emplace_back();
     }
-    ++in_flight_;
     return slot;
 }
 
@@ -212,7 +211,6 @@ void BlockDevice::finish_slot(uint32_t slot) {
     const InFlight f = slots_[slot];
     slots_[slot].busy = false;
     free_slots_.push_back(slot);
-    --in_flight_;
     --queue_in_flight_[f.queue];
     uint32_t used_len = 1;
     if (f.failed) {
@@ -293,7 +291,6 @@ void BlockDevice::reset() {
     if (loop_ != nullptr) loop_->remove(engine_->event_fd());
     slots_.clear();
     free_slots_.clear();
-    in_flight_ = 0;
     notify_.clear();
     queue_in_flight_.clear();
     look_again_.clear();

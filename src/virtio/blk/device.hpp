@@ -11,6 +11,7 @@
 #include <array>
 #include <functional>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <vector>
@@ -70,7 +71,9 @@ public:
     [[nodiscard]] BlockMetricsSnapshot block_metrics() const { return metrics_.snapshot(); }
     [[nodiscard]] uint64_t capacity() const { return limits_.capacity; }
     [[nodiscard]] bool read_only() const { return limits_.read_only; }
-    [[nodiscard]] size_t in_flight() const { return in_flight_; }
+    [[nodiscard]] size_t in_flight() const {
+        return std::accumulate(queue_in_flight_.begin(), queue_in_flight_.end(), size_t{0});
+    }
     // The image, for a migration's hand-over of its lock (flush, unlock, lock).
     block::DiskImage& disk() { return disk_; }
 
@@ -117,7 +120,6 @@ private:
 
     std::vector<InFlight> slots_;  // index = engine token
     std::vector<uint32_t> free_slots_;
-    size_t in_flight_ = 0;
     std::vector<bool> notify_;     // queues with used buffers not yet signalled
     // Per queue: requests in the engine, and whether the device stopped
     // taking chains without asking for a notification (EVENT_IDX) because a
