@@ -94,7 +94,8 @@ ParsedRequest parse_snapshot(const json* body) {
 ParsedRequest parse_migrate(const json* body) {
     vmm::MigrateCommand c;
     if (auto e = only_fields(*body, {"to", "downtime_ms", "max_rounds", "compress", "bandwidth", "auto_converge",
-                                     "threads", "postcopy", "postcopy_after_rounds", "timeout_ms"}))
+                                     "threads", "postcopy", "postcopy_after_rounds", "postcopy_recover_ms",
+                                     "timeout_ms"}))
         return *e;
     auto to = body->find("to");
     if (to == body->end() || !to->is_string()) return bad_request("field \"to\" must be a string tcp:HOST:PORT");
@@ -130,6 +131,9 @@ ParsedRequest parse_migrate(const json* body) {
             return bad_request("field \"postcopy\": " + printable(m.error().message));
     }
     if (auto e = read_u32(*body, "postcopy_after_rounds", c.postcopy_after_rounds)) return *e;
+    if (auto e = read_u32(*body, "postcopy_recover_ms", c.postcopy_recover_ms)) return *e;
+    if (c.postcopy_recover_ms > migration::kMaxRecoverMs)
+        return bad_request("field \"postcopy_recover_ms\" must be 0 to " + std::to_string(migration::kMaxRecoverMs));
     if (auto e = read_u32(*body, "timeout_ms", c.timeout_ms)) return *e;
     if (c.timeout_ms < migration::kMinTimeoutMs || c.timeout_ms > migration::kMaxTimeoutMs)
         return bad_request("field \"timeout_ms\" must be " + std::to_string(migration::kMinTimeoutMs) + " to " +

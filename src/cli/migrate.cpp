@@ -57,6 +57,11 @@ CLI::App* add_migrate_command(CLI::App& app, MigrateOptions& o) {
     m->add_option("--postcopy-after-rounds", o.postcopy_after_rounds,
                   "With --postcopy: pre-copy rounds first (round 0 is the full pass; 0: pure post-copy)")
         ->default_val(1);
+    m->add_option("--postcopy-recover-ms", o.postcopy_recover_ms,
+                  "After the switch to post-copy, how long both sides wait for a lost link to come back (the "
+                  "source reconnects, the destination keeps the VM running); 0: end at once")
+        ->default_val(60000)
+        ->check(CLI::Range(0, 3600000));
     return m;
 }
 
@@ -98,6 +103,7 @@ int run_migrate(const MigrateOptions& o) {
     if (o.postcopy || o.auto_postcopy) {
         body["postcopy"] = o.postcopy ? "on" : "auto";
         body["postcopy_after_rounds"] = o.postcopy_after_rounds;
+        body["postcopy_recover_ms"] = o.postcopy_recover_ms;
     }
     auto started = client.request("PUT", "/vm/migrate", body.dump());
     if (!started) return fail(started.error().message);

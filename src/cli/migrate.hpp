@@ -22,6 +22,7 @@ struct MigrateOptions {
     bool postcopy = false;            // --postcopy
     bool auto_postcopy = false;       // --auto-postcopy
     uint32_t postcopy_after_rounds = 1;
+    uint32_t postcopy_recover_ms = 60000;  // --postcopy-recover-ms
 };
 
 CLI::App* add_migrate_command(CLI::App& app, MigrateOptions& options);

@@ -25,11 +25,21 @@
 //
 // Failure: before the source sent the switch, failures leave the VM running
 // at the source (pre-copy's rules). After it the state is split: the source
-// never resumes (the destination may have run and touched disks); it ends
-// its VM with an error unless the destination explicitly refused before
-// running. A destination losing the source (or getting a bad frame) before
-// every page arrived prints one error line and stops its VM (no recovery:
-// QEMU's paused post-copy recovery is not implemented).
+// never resumes (the destination may have run and touched disks).
+//
+// Recovery (`recover_ms`, default 60 s; 0: none): a lost link, a silent
+// peer or a damaged frame after the switch pauses post-copy instead of
+// ending it. The destination keeps running (a vCPU touching a missing page
+// waits for it in the kernel) and keeps its listening socket; the source
+// keeps its paused copy and reconnects to the same address, proving with
+// the switch's random resume_token that it is the same migration. The
+// destination answers with the pages it has; the source sends every needed
+// page not among them, and the destination asks again for the pages its
+// vCPUs wait on. Only when no reconnection succeeds within recover_ms (or a
+// side dies, or the destination refuses) do both sides end: the source its
+// paused VM, the destination its VM with incomplete memory, each with one
+// error line. An Abort, a digest mismatch at the end or a protocol
+// violation is not retried.
 #pragma once
 
 #include <atomic>
@@ -39,6 +49,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -59,12 +70,15 @@ class MigrationProgress;
 struct MigrateOptions;
 
 enum class PostcopyMode { Off, On, Auto };
+constexpr uint32_t kDefaultRecoverMs = 60000;
+constexpr uint32_t kMaxRecoverMs = 3600000;
 base::Result<PostcopyMode> parse_postcopy_mode(const std::string& s);  // off, on, auto
 const char* postcopy_mode_name(PostcopyMode m);
 
 struct PostcopyOptions {
     PostcopyMode mode = PostcopyMode::Off;
     uint32_t after_rounds = 1;  // mode On: pre-copy rounds before the switch (round 0 = the full pass)
+    uint32_t recover_ms = kDefaultRecoverMs;  // how long either side waits for a lost link to come back; 0: never
 };
 
 // Whether pre-copy leaves for post-copy before dirty round `round` (1, 2, ...)
@@ -99,6 +113,7 @@ struct PostcopySwitch {
     bool nothing_sent;             // pure post-copy: every page that may hold data is needed
     std::string reason;            // why the switch happened
     nlohmann::json report;         // pre-copy's figures so far (bytes_sent, rounds, ...)
+    std::mutex* conn_mu = nullptr; // guards replacing `conn` (recovery) against another thread's shutdown()
     bool paused = false;           // out: the VM was paused here
     bool handed_over = false;      // out: the switch went out; the VM must not resume here
 };
@@ -108,6 +123,16 @@ base::Result<nlohmann::json> postcopy_send(PostcopySwitch& sw);
 
 // ---- destination ------------------------------------------------------------
 
+// How a lost source may come back (see the top): the socket the
+// destination listened on, the switch's token and how long to wait. No
+// listener or a window of 0: a lost source ends post-copy at once.
+struct PostcopyRecovery {
+    base::UniqueFd listener;
+    uint64_t token = 0;
+    uint32_t window_ms = 0;
+    uint32_t send_timeout_ms = 0;  // for the connections it takes back
+};
+
 // Serves a running VM's missing pages until all arrived (see the top).
 class PostcopyIncoming {
 public:
@@ -115,7 +140,10 @@ public:
         uint64_t needed = 0, requested = 0, received = 0, zero_filled = 0;
         double complete_ms = 0;  // from the switch frame to the last page
         bool complete = false;
+        uint32_t recoveries = 0;  // links lost and taken back
+        double paused_ms = 0;     // time spent without a link
     };
+    using Recovery = PostcopyRecovery;
     // `page_digests`: pre-copy's digest of each page received (kept pages).
     // Discards the needed pages, registers the userfaultfd and starts the
     // fault and receive threads. The connection moves in when it succeeds.
@@ -123,12 +151,15 @@ public:
     static base::Result<std::unique_ptr<PostcopyIncoming>> start(memory::GuestMemory& mem, Connection& conn,
                                                                  std::vector<uint64_t> needed,
                                                                  std::vector<uint64_t> page_digests,
-                                                                 uint64_t cache_pages);
+                                                                 uint64_t cache_pages, Recovery recovery = {});
     ~PostcopyIncoming();
     PostcopyIncoming(const PostcopyIncoming&) = delete;
     PostcopyIncoming& operator=(const PostcopyIncoming&) = delete;
 
     base::Result<void> send_json(FrameType t, const nlohmann::json& j);
+    // Sends the Reply that says the VM runs here (and remembers it: a
+    // source that reconnects learns it from the resume reply).
+    base::Result<void> announce_running();
     // Called once, from the receive thread, if post-copy fails; at once if it
     // already did. The VM must stop: its memory is incomplete.
     void on_failure(std::function<void(const std::string&)> fn);
@@ -141,7 +172,16 @@ private:
     PostcopyIncoming() = default;
     void fault_loop();
     void receive_loop();
-    base::Result<bool> handle_frame(const Frame& f);  // true: done
+    void accept_loop();
+    enum class Step { More, Done, Resync };
+    // Resync: the frame's pages were damaged (nothing placed): drop this
+    // link and wait for the source to come back. `why` says what was wrong.
+    base::Result<Step> handle_frame(const Frame& f, std::string& why);
+    // Waits (up to the recovery window) for the accept thread's connection,
+    // then answers it and asks again for the pages still awaited. An empty
+    // result: resumed; else why not (post-copy fails).
+    std::string recover(const std::string& why);
+    base::Result<void> resync();
     base::Result<void> place(uint64_t index, const uint8_t* page);
     void fail(const std::string& why);
     void release_faults();
@@ -170,14 +210,26 @@ private:
     bool done_ = false;
     bool stopping_ = false;
     std::function<void(const std::string&)> on_failure_;
-    std::thread fault_thread_, receive_thread_;
+    bool running_announced_ = false;
+
+    Recovery recovery_;
+    bool can_recover_ = false;
+    uint64_t cache_pages_ = 0;
+    std::atomic<int> live_fd_{-1};      // conn_'s socket, for the accept thread's shutdown(2)
+    std::optional<Connection> pending_;  // a resumed link the accept thread took (under mu_)
+    uint32_t recoveries_ = 0;
+    double paused_ms_ = 0;
+    std::thread fault_thread_, receive_thread_, accept_thread_;
 };
 
 class MigrationTarget;
 // receive.cpp: receive_vm that can take a post-copy switch. When it did,
 // *postcopy is set and the VM is built over RAM still arriving: the caller
 // runs it and keeps *postcopy until the VM ended.
+// `listener` (may be null): the socket `conn` came from; post-copy keeps
+// it to take the source back after a lost link.
 base::Result<nlohmann::json> receive_vm(MigrationTarget& target, Connection& conn,
-                                        std::unique_ptr<PostcopyIncoming>* postcopy);
+                                        std::unique_ptr<PostcopyIncoming>* postcopy,
+                                        base::UniqueFd* listener = nullptr);
 
 }  // namespace popek::migration

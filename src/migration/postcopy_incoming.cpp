@@ -1,15 +1,18 @@
 // The destination side of post-copy (see postcopy.hpp): a userfaultfd over
-// guest RAM, a thread turning faults into page requests and a thread placing
-// the pages that arrive.
+// guest RAM, a thread turning faults into page requests, a thread placing
+// the pages that arrive and, with recovery, a thread taking the source back
+// on the listening socket after a lost link.
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <array>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 
@@ -26,6 +29,8 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr int kSourceSilenceMs = 30000;  // the source pushes without pause: this long silent, it is gone
+constexpr int kResumeFrameMs = 2000;     // a new connection says resume within this, or is dropped
+constexpr uint32_t kMaxRecoveries = 100; // a link lost this often is not coming back for good
 constexpr uint64_t kPage = compress::kPageSize;
 
 bool bit(const std::vector<uint64_t>& b, uint64_t i) { return (b[i / 64] >> (i % 64)) & 1; }
@@ -40,7 +45,7 @@ alignas(4096) const std::array<uint8_t, kPage> kZeroPage{};
 Result<std::unique_ptr<PostcopyIncoming>> PostcopyIncoming::start(memory::GuestMemory& mem, Connection& conn,
                                                                   std::vector<uint64_t> needed,
                                                                   std::vector<uint64_t> page_digests,
-                                                                  uint64_t cache_pages) {
+                                                                  uint64_t cache_pages, Recovery recovery) {
     const uint64_t pages = mem.page_count();
     const size_t words = (pages + 63) / 64;
     if (needed.size() != words)
@@ -60,6 +65,7 @@ Result<std::unique_ptr<PostcopyIncoming>> PostcopyIncoming::start(memory::GuestM
     pc->digests_ = std::move(page_digests);
     pc->arrived_ = std::make_unique<std::atomic<uint64_t>[]>(words);
     pc->requested_ = std::make_unique<std::atomic<uint64_t>[]>(words);
+    pc->cache_pages_ = cache_pages;
     pc->codec_ = std::make_unique<compress::CodecContext>(compress::CodecOptions{.cache_pages = cache_pages});
 
     // The pre-copy copies of needed pages go: discarded, they are missing
@@ -93,26 +99,44 @@ Result<std::unique_ptr<PostcopyIncoming>> PostcopyIncoming::start(memory::GuestM
     if (!pc->stop_.valid()) return Error::from_errno("post-copy: eventfd");
 
     pc->conn_ = std::move(conn);
+    pc->live_fd_ = pc->conn_.native_handle();
+    pc->recovery_ = std::move(recovery);
+    pc->can_recover_ = pc->recovery_.listener.valid() && pc->recovery_.window_ms > 0;
     PostcopyIncoming* self = pc.get();
     pc->fault_thread_ = std::thread([self] { self->fault_loop(); });
     pc->receive_thread_ = std::thread([self] { self->receive_loop(); });
-    log_phase("postcopy", std::to_string(pc->needed_count_) + " pages to come; guest RAM registered with userfaultfd");
+    if (pc->can_recover_) pc->accept_thread_ = std::thread([self] { self->accept_loop(); });
+    log_phase("postcopy", std::to_string(pc->needed_count_) + " pages to come; guest RAM registered with userfaultfd" +
+                              (pc->can_recover_ ? "; a lost source may reconnect within " +
+                                                      std::to_string(pc->recovery_.window_ms) + " ms"
+                                                : std::string()));
     return pc;
 }
 
 PostcopyIncoming::~PostcopyIncoming() {
     {
+        // Under mu_: the receive thread swaps in a resumed link under it too,
+        // so this shuts down whichever link it has.
         std::lock_guard lock(mu_);
         stopping_ = true;
+        const int fd = live_fd_.load();
+        if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+        cv_.notify_all();
     }
-    conn_.shutdown();
     if (receive_thread_.joinable()) receive_thread_.join();
     release_faults();
+    if (accept_thread_.joinable()) accept_thread_.join();
 }
 
 Result<void> PostcopyIncoming::send_json(FrameType t, const json& j) {
     std::lock_guard lock(send_mu_);
     return conn_.send_json(t, j);
+}
+
+Result<void> PostcopyIncoming::announce_running() {
+    std::lock_guard lock(send_mu_);
+    running_announced_ = true;  // runs even if this reply is lost: a resumed source hears it then
+    return conn_.send_json(FrameType::Reply, json{{"ok", true}, {"running", true}});
 }
 
 void PostcopyIncoming::on_failure(std::function<void(const std::string&)> fn) {
@@ -136,7 +160,7 @@ std::string PostcopyIncoming::failure() const {
 PostcopyIncoming::Figures PostcopyIncoming::figures() const {
     std::lock_guard lock(mu_);
     return Figures{needed_count_, requested_count_.load(), received_count_.load(), zero_filled_.load(), complete_ms_,
-                   done_};
+                   done_, recoveries_, paused_ms_};
 }
 
 bool PostcopyIncoming::wait_complete(std::chrono::milliseconds timeout) {
@@ -187,15 +211,17 @@ void PostcopyIncoming::fault_loop() {
                 (void)::ioctl(uffd_.get(), UFFDIO_WAKE, &r);
             }
         }
+        requested_count_ += wanted.size();
         for (size_t i = 0; i < wanted.size(); i += kMaxPageRequest) {
             const size_t k = std::min(kMaxPageRequest, wanted.size() - i);
             std::lock_guard lock(send_mu_);
             if (!conn_.send(FrameType::PageRequest, encode_page_request(std::span(wanted).subspan(i, k))).ok()) {
-                conn_.shutdown();  // the receive thread reports it
-                return;
+                // The receive thread sees the link go; a resumed link asks
+                // again for every requested page not yet arrived.
+                conn_.shutdown();
+                break;
             }
         }
-        requested_count_ += wanted.size();
     }
 }
 
@@ -222,19 +248,26 @@ Result<void> PostcopyIncoming::place(uint64_t index, const uint8_t* page) {
     return {};
 }
 
-Result<bool> PostcopyIncoming::handle_frame(const Frame& f) {
+Result<PostcopyIncoming::Step> PostcopyIncoming::handle_frame(const Frame& f, std::string& why) {
     switch (f.type) {
         case FrameType::Pages: {
+            // A record that fails its check is not placed: with recovery the
+            // link is dropped and the source sends the page again.
+            bool placing_failed = false;
             auto n = parse_page_batch(f.payload, [&](uint64_t index, std::span<const uint8_t> record) -> Result<void> {
                 if (index >= pages_ || !bit(needed_, index))
                     return Error{"post-copy: the source sent page " + std::to_string(index) + ", which is not needed"};
                 alignas(64) std::array<uint8_t, kPage> page;
                 POPEK_TRY(compress::decode_page(record, index, compress::MutPage(page), *codec_));
                 if (bit(arrived_.get(), index)) return {};  // requested and pushed both: the first counts
-                return place(index, page.data());
+                auto r = place(index, page.data());
+                placing_failed = !r.ok();
+                return r;
             });
-            if (!n) return n.error();
-            return false;
+            if (n.ok()) return Step::More;
+            if (placing_failed || !can_recover_) return n.error();
+            why = "a damaged pages frame: " + n.error().message;
+            return Step::Resync;
         }
         case FrameType::RoundEnd: {
             POPEK_ASSIGN_OR_RETURN(json j, frame_json(f));
@@ -264,13 +297,15 @@ Result<bool> PostcopyIncoming::handle_frame(const Frame& f) {
                                                    {"pages_requested", fig.requested},
                                                    {"pages_received", fig.received},
                                                    {"pages_zero_filled", fig.zero_filled},
-                                                   {"complete_ms", fig.complete_ms}}}}));
+                                                   {"complete_ms", fig.complete_ms},
+                                                   {"recoveries", fig.recoveries},
+                                                   {"paused_ms", fig.paused_ms}}}}));
             log_phase("postcopy", "complete: " + std::to_string(fig.received) + " pages (" +
                                       std::to_string(fig.requested) + " requested on demand, " +
                                       std::to_string(fig.zero_filled) + " zero-filled) in " +
                                       std::to_string(static_cast<int>(fig.complete_ms)) + " ms; digest " +
                                       std::to_string(mine) + " matches the source's");
-            return true;
+            return Step::Done;
         }
         case FrameType::Abort: {
             auto j = frame_json(f);
@@ -285,27 +320,156 @@ Result<bool> PostcopyIncoming::handle_frame(const Frame& f) {
 void PostcopyIncoming::receive_loop() {
     pthread_setname_np(pthread_self(), "popek-postcopy");
     for (;;) {
+        std::string lost;
         auto f = conn_.receive(kSourceSilenceMs);
         if (!f) {
-            fail("lost the source before every page arrived: " + f.error().message);
-            break;
+            lost = "lost the source before every page arrived: " + f.error().message;
+        } else {
+            auto r = handle_frame(*f, lost);
+            if (!r) {
+                // Abort, not a refusing Reply: the source must not take it for a
+                // refusal before the VM ran here and resume.
+                (void)send_json(FrameType::Abort, json{{"error", r.error().message}});
+                fail(r.error().message);
+                break;
+            }
+            if (*r == Step::Done) {
+                std::lock_guard lock(mu_);
+                done_ = true;
+                cv_.notify_all();
+                break;
+            }
+            if (*r == Step::More) continue;
         }
-        auto r = handle_frame(*f);
-        if (!r) {
-            // Abort, not a refusing Reply: the source must not take it for a
-            // refusal before the VM ran here and resume.
-            (void)send_json(FrameType::Abort, json{{"error", r.error().message}});
-            fail(r.error().message);
-            break;
-        }
-        if (*r) {
-            std::lock_guard lock(mu_);
-            done_ = true;
-            cv_.notify_all();
+        if (auto why = recover(lost); !why.empty()) {
+            fail(why);
             break;
         }
     }
     release_faults();
+}
+
+// ---- recovery -----------------------------------------------------------------
+
+std::string PostcopyIncoming::recover(const std::string& lost) {
+    if (!can_recover_) return lost;
+    std::string why = lost;
+    {
+        // Done with this link (it may still stand after damage or silence):
+        // the source sees it close and reconnects.
+        std::lock_guard send_lock(send_mu_);
+        conn_.shutdown();
+    }
+    const auto t0 = Clock::now();
+    const auto deadline = t0 + std::chrono::milliseconds(recovery_.window_ms);
+    log_phase("postcopy", "paused: " + lost + "; the VM runs on, waiting up to " +
+                              std::to_string(recovery_.window_ms) + " ms for the source to reconnect");
+    for (;;) {
+        std::unique_lock lock(mu_);
+        if (recoveries_ >= kMaxRecoveries)
+            return why + "; gave up after " + std::to_string(kMaxRecoveries) + " reconnections";
+        cv_.wait_until(lock, deadline, [&] { return pending_.has_value() || stopping_; });
+        if (stopping_) return why;
+        if (!pending_)
+            return why + "; the source did not reconnect within " + std::to_string(recovery_.window_ms) + " ms";
+        {
+            std::lock_guard send_lock(send_mu_);
+            conn_ = std::move(*pending_);  // closes the lost link
+            live_fd_ = conn_.native_handle();
+        }
+        pending_.reset();
+        lock.unlock();
+        if (auto r = resync(); !r.ok()) {
+            why = "resuming: " + r.error().message;
+            continue;
+        }
+        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        {
+            std::lock_guard relock(mu_);
+            ++recoveries_;
+            paused_ms_ += ms;
+        }
+        log_phase("postcopy", "resumed: the source reconnected after " + std::to_string(static_cast<int>(ms)) + " ms; " +
+                                  std::to_string(needed_count_ - received_count_.load()) + " pages still to come");
+        return "";
+    }
+}
+
+// The resumed link's first words: what arrived (the source sends every
+// needed page not in it) and, again, the pages vCPUs wait for.
+Result<void> PostcopyIncoming::resync() {
+    codec_ = std::make_unique<compress::CodecContext>(compress::CodecOptions{.cache_pages = cache_pages_});
+    json::binary_t arrived;
+    const size_t words = (pages_ + 63) / 64;
+    arrived.reserve(words * 8);
+    std::vector<uint64_t> again;
+    for (size_t w = 0; w < words; ++w) {
+        const uint64_t a = arrived_[w].load(std::memory_order_acquire);
+        for (int i = 0; i < 8; ++i) arrived.push_back(static_cast<uint8_t>(a >> (8 * i)));
+        for (uint64_t r = requested_[w].load(std::memory_order_acquire) & ~a; r != 0; r &= r - 1)
+            again.push_back(w * 64 + static_cast<uint64_t>(std::countr_zero(r)));
+    }
+    std::lock_guard lock(send_mu_);
+    POPEK_TRY(conn_.send_json(FrameType::Reply, json{{"ok", true},
+                                                     {"resumed", true},
+                                                     {"running", running_announced_},
+                                                     {"arrived", json::binary(std::move(arrived))},
+                                                     {"arrived_pages", received_count_.load()}}));
+    for (size_t i = 0; i < again.size(); i += kMaxPageRequest) {
+        const size_t k = std::min(kMaxPageRequest, again.size() - i);
+        POPEK_TRY(conn_.send(FrameType::PageRequest, encode_page_request(std::span(again).subspan(i, k))));
+    }
+    return {};
+}
+
+// Takes new connections on the socket the destination listened on; one
+// whose first frame is a Resume with this migration's token replaces the
+// link (the old one is shut down, which wakes the receive thread). Anything
+// else gets a refusing Reply and is closed.
+void PostcopyIncoming::accept_loop() {
+    pthread_setname_np(pthread_self(), "popek-pc-accept");
+    for (;;) {
+        pollfd fds[2] = {{recovery_.listener.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+        if (::poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (fds[1].revents != 0) break;
+        if ((fds[0].revents & POLLIN) == 0) {
+            if (fds[0].revents != 0) break;  // the listener broke
+            continue;
+        }
+        auto c = tcp_accept(recovery_.listener.get());
+        if (!c) continue;
+        c->set_send_timeout(recovery_.send_timeout_ms);
+        auto f = c->receive(kResumeFrameMs);
+        std::string refusal;
+        if (!f) {
+            refusal = "no resume frame: " + f.error().message;
+        } else if (f->type != FrameType::Resume) {
+            refusal = std::string("this destination is in post-copy and takes only a resume, not a ") +
+                      frame_type_name(f->type) + " frame";
+        } else {
+            auto j = frame_json(*f);
+            const json token = j.ok() ? j->value("token", json()) : json();
+            if (!token.is_number_unsigned() || token.get<uint64_t>() != recovery_.token)
+                refusal = "the resume token is not the one of the migration this destination runs";
+        }
+        if (!refusal.empty()) {
+            log_phase("postcopy", "refused a connection: " + refusal);
+            (void)c->send_json(FrameType::Reply, json{{"ok", false}, {"error", refusal}});
+            continue;
+        }
+        std::lock_guard lock(mu_);
+        if (stopping_ || done_ || !failure_.empty()) break;
+        // The old link is dead to the source: wake the receive thread from it
+        // (before publishing: the swap happens only after, so this is the old socket).
+        const int fd = live_fd_.load();
+        if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+        pending_ = std::move(c).value();
+        cv_.notify_all();
+    }
+    recovery_.listener.reset();  // the port is free once post-copy ended
 }
 
 void PostcopyIncoming::fail(const std::string& why) {

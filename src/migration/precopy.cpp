@@ -169,6 +169,7 @@ struct Sender {
     const MigrateOptions& opt;
     MigrationProgress& progress;
     const std::atomic<bool>& cancel;
+    std::mutex* conn_mu = nullptr;
     Clock::time_point t0 = Clock::now();
     json rounds = json::array();
     bool paused = false;
@@ -448,6 +449,7 @@ Result<json> Sender::postcopy(PageSender& out, std::vector<uint64_t>& bits, uint
                            {"rounds", dirty_rounds},
                            {"pages_per_round", rounds},
                            {"compression_ratio", out.stats().ratio()}}};
+    sw.conn_mu = conn_mu;
     auto r = postcopy_send(sw);
     paused = sw.paused;
     handed_over = sw.handed_over;
@@ -459,8 +461,9 @@ Result<json> Sender::postcopy(PageSender& out, std::vector<uint64_t>& bits, uint
 }  // namespace
 
 Result<json> send_vm(MigrationSource& src, Connection& conn, const MigrateOptions& options,
-                     MigrationProgress& progress, const std::atomic<bool>& cancel) {
+                     MigrationProgress& progress, const std::atomic<bool>& cancel, std::mutex* conn_mu) {
     Sender s(src, conn, options, progress, cancel);
+    s.conn_mu = conn_mu;
     auto r = s.run();
     if (!r) {
         // Tell the destination (best effort), then let the VM run on here.

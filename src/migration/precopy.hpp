@@ -153,9 +153,11 @@ public:
 // Runs a migration to the end. Ok: the destination committed (the caller
 // stops its VM); the report is in `progress`. Error: the source was resumed
 // (if it had been paused) and keeps running. `cancel`/`conn` let another
-// thread abort it (conn->shutdown()).
+// thread abort it (conn->shutdown() under `conn_mu`, which post-copy
+// recovery holds while it puts a new connection in `conn`).
 base::Result<nlohmann::json> send_vm(MigrationSource& src, Connection& conn, const MigrateOptions& options,
-                                     MigrationProgress& progress, const std::atomic<bool>& cancel);
+                                     MigrationProgress& progress, const std::atomic<bool>& cancel,
+                                     std::mutex* conn_mu = nullptr);
 
 // Receives a VM on an accepted connection; Ok: the target built it and the
 // source was told to let go (activation is the caller's).

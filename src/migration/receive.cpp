@@ -30,11 +30,12 @@ void refuse(Connection& conn, const std::string& why) {
 }
 
 struct Receiver {
-    Receiver(MigrationTarget& t, Connection& c, std::unique_ptr<PostcopyIncoming>* pc)
-        : target(t), conn(c), postcopy(pc) {}
+    Receiver(MigrationTarget& t, Connection& c, std::unique_ptr<PostcopyIncoming>* pc, base::UniqueFd* l)
+        : target(t), conn(c), postcopy(pc), listener(l) {}
     MigrationTarget& target;
     Connection& conn;
     std::unique_ptr<PostcopyIncoming>* postcopy;  // null: post-copy is refused
+    base::UniqueFd* listener;                     // null: a lost post-copy link cannot come back
     std::vector<uint64_t> digests;                 // post-copy's digest of each page received
     memory::GuestMemory* mem = nullptr;
     std::unique_ptr<compress::CodecContext> ctx;
@@ -118,7 +119,22 @@ Result<json> Receiver::switch_to_postcopy(const json& j) {
     const auto& bitmap = nd->get_binary();
     std::vector<uint64_t> needed(bitmap.size() / 8, 0);
     for (size_t i = 0; i < bitmap.size(); ++i) needed[i / 8] |= static_cast<uint64_t>(bitmap[i]) << (8 * (i % 8));
-    auto pc = PostcopyIncoming::start(*mem, conn, std::move(needed), std::move(digests), 0);
+    // A source that names a token and a window may come back after a lost link.
+    PostcopyIncoming::Recovery recovery;
+    auto tok = j.find("resume_token");
+    auto win = j.find("recover_ms");
+    if (listener != nullptr && listener->valid() && tok != j.end() && tok->is_number_unsigned() && win != j.end() &&
+        win->is_number_unsigned()) {
+        recovery.token = tok->get<uint64_t>();
+        recovery.window_ms = static_cast<uint32_t>(std::min<uint64_t>(win->get<uint64_t>(), kMaxRecoverMs));
+        recovery.send_timeout_ms = static_cast<uint32_t>(timeout_ms);
+    }
+    auto pc = PostcopyIncoming::start(*mem, conn, std::move(needed), std::move(digests), 0,
+                                      recovery.window_ms > 0 ? PostcopyIncoming::Recovery{std::move(*listener),
+                                                                                          recovery.token,
+                                                                                          recovery.window_ms,
+                                                                                          recovery.send_timeout_ms}
+                                                             : PostcopyIncoming::Recovery{});
     if (!pc) {
         refuse(conn, pc.error().message);
         return pc.error();
@@ -129,7 +145,9 @@ Result<json> Receiver::switch_to_postcopy(const json& j) {
         return b.error().context("building the VM from the source's state");
     }
     if (auto f = (*pc)->failure(); !f.empty()) return Error{"post-copy: " + f};
-    POPEK_TRY((*pc)->send_json(FrameType::Reply, json{{"ok", true}, {"running", true}}));
+    // A lost reply is the receive thread's to notice (and, with recovery,
+    // the resumed link says running); without recovery post-copy fails then.
+    (void)(*pc)->announce_running();
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t_switch).count();
     log_phase("postcopy", "VM built " + std::to_string(static_cast<int>(ms)) + " ms after the switch; it runs while " +
                               std::to_string((*pc)->figures().needed - (*pc)->figures().received) + " pages are missing");
@@ -245,6 +263,7 @@ Result<json> Receiver::run() {
             case FrameType::Reply:
             case FrameType::PageRequest:
             case FrameType::Commit:
+            case FrameType::Resume:
                 refuse(conn, std::string("unexpected ") + frame_type_name(f->type) + " frame");
                 return Error{std::string("the source sent an unexpected ") + frame_type_name(f->type) + " frame"};
         }
@@ -253,10 +272,11 @@ Result<json> Receiver::run() {
 
 }  // namespace
 
-Result<json> receive_vm(MigrationTarget& target, Connection& conn) { return receive_vm(target, conn, nullptr); }
+Result<json> receive_vm(MigrationTarget& target, Connection& conn) { return receive_vm(target, conn, nullptr, nullptr); }
 
-Result<json> receive_vm(MigrationTarget& target, Connection& conn, std::unique_ptr<PostcopyIncoming>* postcopy) {
-    Receiver r(target, conn, postcopy);
+Result<json> receive_vm(MigrationTarget& target, Connection& conn, std::unique_ptr<PostcopyIncoming>* postcopy,
+                        base::UniqueFd* listener) {
+    Receiver r(target, conn, postcopy, listener);
     auto out = r.run();
     if (!out) log_phase("failed", out.error().message);
     return out;

@@ -54,6 +54,7 @@ const char* frame_type_name(FrameType t) {
         case FrameType::PageRequest: return "page-request";
         case FrameType::Commit: return "commit";
         case FrameType::PagesZ: return "pagesz";
+        case FrameType::Resume: return "resume";
     }
     return "unknown";
 }

@@ -30,6 +30,9 @@
 //   Commit   CBOR map (empty): the source's last word — it let go of the VM
 //   PagesZ   a Pages payload compressed in its sender lane's zstd stream
 //            (migration/pages_frame.hpp): codecs zstd and auto send these
+//   Resume   CBOR map: token — the first frame of a new connection by which
+//            the source takes a post-copy migration back after its link was
+//            lost (see below); the destination answers a Reply
 //
 // The end of pre-copy is a three-step handshake: after the State frame the
 // destination validates and builds the VM and answers a Reply with ready:
@@ -46,6 +49,13 @@
 // after it the destination answers a Reply with running: true, Pages frames
 // carry only needed pages, and a RoundEnd with postcopy_end: true and the
 // source's page digest ends them; the destination's commit Reply follows.
+// The State frame also carries resume_token (u64) and recover_ms: when the
+// link is lost (or a frame is damaged) after the switch, the destination,
+// still listening on its address, waits up to recover_ms for a new
+// connection whose Resume frame carries that token, and answers a Reply
+// with ok, running (whether it announced running) and `arrived` (a bitmap
+// like `needed` of the pages it placed); it asks again for the pages its
+// vCPUs still wait on, and the source sends every needed page not arrived.
 //
 // FrameDecoder and parse_page_batch are the one reader of these bytes (the
 // fuzz target fuzz_migration_stream drives them).
@@ -67,7 +77,8 @@ namespace popek::migration {
 
 // 2: the commit handshake (Reply ready, then Commit) and the hello's timeout.
 // 3: PagesZ frames; a record's check covers its page number.
-constexpr uint32_t kProtocolVersion = 3;
+// 4: post-copy recovery (Resume frames, resume_token in the switch).
+constexpr uint32_t kProtocolVersion = 4;
 constexpr size_t kFrameHeaderSize = 16;
 constexpr uint32_t kMaxFramePayload = 32u << 20;
 // A Pages frame is cut at this many bytes (a few hundred pages).
@@ -83,8 +94,9 @@ enum class FrameType : uint8_t {
     PageRequest = 7,
     Commit = 8,
     PagesZ = 9,
+    Resume = 10,
 };
-constexpr FrameType kLastFrameType = FrameType::PagesZ;
+constexpr FrameType kLastFrameType = FrameType::Resume;
 // A PageRequest frame holds at most this many indices.
 constexpr size_t kMaxPageRequest = 4096;
 const char* frame_type_name(FrameType t);
@@ -173,6 +185,8 @@ public:
     Connection& operator=(const Connection&) = delete;
 
     [[nodiscard]] bool valid() const { return fd_ >= 0; }
+    // The socket, for shutdown(2) from another thread (post-copy recovery).
+    [[nodiscard]] int native_handle() const { return fd_; }
     // A send deadline: a send that can queue nothing for `ms` fails (a dead
     // link fails the migration instead of blocking until TCP gives up, ~15
     // min); TCP_USER_TIMEOUT (twice that) is the backstop. 0: none (the default).

@@ -33,6 +33,7 @@ struct MigrateCommand {    // start a live migration on its own thread; returns 
     uint32_t timeout_ms = 30000;    // a silent destination is gone after this long
     std::string postcopy = "off";   // off, on, auto (migration/postcopy.hpp)
     uint32_t postcopy_after_rounds = 1;
+    uint32_t postcopy_recover_ms = 60000;  // a lost post-copy link may come back this long; 0: never
 };
 struct MigrationStatusCommand {};  // phase, round, dirty pages, bandwidth, bytes; the report at the end
 

@@ -83,10 +83,11 @@ Result<IncomingVm> receive_migration(const IncomingOptions& options) {
     base::UniqueFd listener(lfd);
     migration::log_phase("listening", "on " + options.listen);
     POPEK_ASSIGN_OR_RETURN(auto conn, migration::tcp_accept(listener.get()));
-    listener.reset();
     IncomingTarget target(options);
     IncomingVm vm;
-    auto r = migration::receive_vm(target, conn, &vm.postcopy);
+    // Post-copy takes the listener along: a source whose link is lost
+    // reconnects to it. Otherwise it closes when this returns.
+    auto r = migration::receive_vm(target, conn, &vm.postcopy, &listener);
     if (!r) return r.error().context("incoming migration");
     vm.machine = target.take();
     // The source let go of its writable disks when it heard the commit (or,

@@ -179,7 +179,7 @@ Reply Machine::migrate_command(const MigrateCommand& c) {
     job->options.timeout_ms = c.timeout_ms;
     auto postcopy = migration::parse_postcopy_mode(c.postcopy);  // post-copy hook
     if (!postcopy) return Reply::error(ReplyStatus::BadRequest, postcopy.error().message);
-    job->options.postcopy = {*postcopy, c.postcopy_after_rounds};
+    job->options.postcopy = {*postcopy, c.postcopy_after_rounds, c.postcopy_recover_ms};
     job->active = true;
     {
         std::lock_guard lock(migration_mu_);
@@ -202,7 +202,7 @@ Reply Machine::migrate_command(const MigrateCommand& c) {
             j->conn = std::move(conn).value();
             if (j->cancel) j->conn.shutdown();
         }
-        auto r = migration::send_vm(source, j->conn, j->options, j->progress, j->cancel);
+        auto r = migration::send_vm(source, j->conn, j->options, j->progress, j->cancel, &j->conn_mu);
         if (r.ok()) source.release_disks();
         j->active = false;
         if (r.ok())

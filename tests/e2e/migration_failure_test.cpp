@@ -27,6 +27,7 @@
 #include <regex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -83,8 +84,9 @@ bool write_all(int fd, const uint8_t* p, size_t n) {
 
 // Listens on ADDR:PORT in a namespace, accepts the source, connects to the
 // destination and forwards frames both ways as the policy says. Hold stops a
-// direction at that frame (not forwarded) until close(). Any end closing
-// closes both.
+// direction at that frame (not forwarded) until close(). Either end of a link
+// closing closes that link. Later connections (a post-copy source
+// reconnecting) get links of their own, forwarded without the policy.
 class MigrationProxy {
 public:
     MigrationProxy(const std::string& ns, const std::string& addr, uint16_t port, uint16_t dest_port, Policy policy)
@@ -92,22 +94,26 @@ public:
         NetnsEnter in(ns);
         if (!in.ok()) return;
         listen_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        dest_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        // Sockets belong to the namespace they are made in: those for the
+        // destination side of every link are made here.
+        for (int& fd : spare_dest_) fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int one = 1;
         ::setsockopt(listen_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         sockaddr_in a = sockaddr_of(addr, port);
-        if (::bind(listen_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listen_, 1) != 0) return;
+        if (::bind(listen_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listen_, 4) != 0) return;
         dest_addr_ = sockaddr_of(addr, dest_port);
         ok_ = true;
         accept_ = std::thread([this] { run(); });
     }
     ~MigrationProxy() {
         close();
-        if (listen_ >= 0) ::shutdown(listen_, SHUT_RDWR);
         if (accept_.joinable()) accept_.join();
         for (auto& t : pumps_) t.join();
-        for (int fd : {listen_, source_, dest_})
+        for (int fd : spare_dest_)
             if (fd >= 0) ::close(fd);
+        for (const Link& l : links_)
+            for (int fd : {l.source, l.dest}) ::close(fd);
+        if (listen_ >= 0) ::close(listen_);
     }
     MigrationProxy(const MigrationProxy&) = delete;
     MigrationProxy& operator=(const MigrationProxy&) = delete;
@@ -119,17 +125,38 @@ public:
         cv_.wait_for(lock, timeout, [&] { return !held_.empty() || closed_; });
         return held_;
     }
-    // Ends both connections (the sides see them close).
+    // Ends every link and takes no more (the sides see them close).
     void close() {
         std::lock_guard lock(mu_);
         closed_ = true;
-        if (source_ >= 0) ::shutdown(source_, SHUT_RDWR);
-        if (dest_ >= 0) ::shutdown(dest_, SHUT_RDWR);
+        if (listen_ >= 0) ::shutdown(listen_, SHUT_RDWR);
+        for (const Link& l : links_) {
+            ::shutdown(l.source, SHUT_RDWR);
+            ::shutdown(l.dest, SHUT_RDWR);
+        }
         cv_.notify_all();
+    }
+    // Resets the links so far (both sides see them close) but takes new ones.
+    void drop() {
+        std::lock_guard lock(mu_);
+        for (const Link& l : links_) {
+            ::shutdown(l.source, SHUT_RDWR);
+            ::shutdown(l.dest, SHUT_RDWR);
+        }
+    }
+    // How many connections the source made through the proxy.
+    [[nodiscard]] size_t links() {
+        std::lock_guard lock(mu_);
+        return links_.size();
     }
     [[nodiscard]] bool corrupted() const { return corrupted_; }
 
 private:
+    struct Link {
+        int source, dest;
+    };
+    static constexpr size_t kMaxLinks = 4;
+
     static sockaddr_in sockaddr_of(const std::string& addr, uint16_t port) {
         sockaddr_in a{};
         a.sin_family = AF_INET;
@@ -139,22 +166,32 @@ private:
     }
 
     void run() {
-        const int s = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
-        if (s < 0) return;
-        {
-            std::lock_guard lock(mu_);
-            source_ = s;
-            if (closed_) return;
+        for (size_t n = 0; n < kMaxLinks; ++n) {
+            const int s = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (s < 0) return;
+            const int d = std::exchange(spare_dest_[n], -1);
+            {
+                std::lock_guard lock(mu_);
+                links_.push_back({s, d});
+                if (closed_) return;
+            }
+            if (::connect(d, reinterpret_cast<sockaddr*>(&dest_addr_), sizeof dest_addr_) != 0) {
+                end_link(s, d);
+                continue;
+            }
+            const bool first = n == 0;
+            pumps_.emplace_back([this, s, d, first] { pump(Dir::ToDest, s, d, first); });
+            pumps_.emplace_back([this, s, d, first] { pump(Dir::ToSource, d, s, first); });
         }
-        if (::connect(dest_, reinterpret_cast<sockaddr*>(&dest_addr_), sizeof dest_addr_) != 0) {
-            close();
-            return;
-        }
-        pumps_.emplace_back([this] { pump(Dir::ToDest, source_, dest_); });
-        pumps_.emplace_back([this] { pump(Dir::ToSource, dest_, source_); });
     }
 
-    void pump(Dir dir, int from, int to) {
+    void end_link(int s, int d) {
+        std::lock_guard lock(mu_);
+        ::shutdown(s, SHUT_RDWR);
+        ::shutdown(d, SHUT_RDWR);
+    }
+
+    void pump(Dir dir, int from, int to, bool with_policy) {
         int counts[static_cast<int>(migration::kLastFrameType) + 1] = {};
         for (;;) {
             std::vector<uint8_t> frame(migration::kFrameHeaderSize);
@@ -167,7 +204,8 @@ private:
                 break;
             frame.resize(migration::kFrameHeaderSize + len);
             if (!read_exact(from, frame.data() + migration::kFrameHeaderSize, len)) break;
-            const Action a = policy_(dir, static_cast<FrameType>(type), ++counts[type]);
+            const Action a =
+                with_policy ? policy_(dir, static_cast<FrameType>(type), ++counts[type]) : Action::Forward;
             if (a == Action::Hold) {
                 std::unique_lock lock(mu_);
                 held_ = std::string(dir == Dir::ToDest ? "to the destination: " : "to the source: ") +
@@ -191,11 +229,12 @@ private:
             }
             if (!write_all(to, frame.data(), frame.size())) break;
         }
-        close();
+        end_link(from, to);
     }
 
     Policy policy_;
-    int listen_ = -1, source_ = -1, dest_ = -1;
+    int listen_ = -1;
+    int spare_dest_[kMaxLinks] = {-1, -1, -1, -1};
     sockaddr_in dest_addr_{};
     bool ok_ = false;
     std::atomic<bool> corrupted_{false};
@@ -203,6 +242,7 @@ private:
     std::condition_variable cv_;
     std::string held_;
     bool closed_ = false;
+    std::vector<Link> links_;
     std::thread accept_;
     std::vector<std::thread> pumps_;
 };
@@ -474,6 +514,106 @@ TEST(MigrationFailure, LostCommitLeavesTheVmRunningNowhereNotTwice) {
     EXPECT_FALSE(src.timed_out) << "the source VM did not stop after its commit";
     EXPECT_TRUE(checksum_of(src.out).empty()) << "the source resumed after its commit: " << src.out;
     EXPECT_NE(src.err.find("popek: migration: commitment"), std::string::npos) << src.err;
+}
+
+// ---- post-copy: the link is lost after the switch ---------------------------------------
+//
+// The VM runs on the destination while pages still come from the source: a
+// lost link cannot send the VM back. Both sides pause post-copy instead (the
+// destination's vCPUs run on, waiting on the pages they touch), the source
+// reconnects with the switch's token and the migration finishes with every
+// page: the computation ends on the destination with the uninterrupted result.
+
+// Pushed pages trickle (32 pages every 300 ms) so that post-copy lasts
+// seconds and the link can fail in the middle of it.
+constexpr const char* kSlowPushUs = "300000";
+
+struct PostcopyRun {
+    Hosts h;
+    std::unique_ptr<Child> dest, source, migrate;
+    std::unique_ptr<MigrationProxy> proxy;
+    ScopedEnv slow{"POPEK_TEST_POSTCOPY_PUSH_DELAY_US", kSlowPushUs};
+
+    // Starts the migration in pure post-copy and waits until the destination
+    // runs the VM with pages missing.
+    void start(Policy policy = [](Dir, FrameType, int) { return Action::Forward; }) {
+        ASSERT_TRUE(h.net.ok()) << h.net.error();
+        dest = h.start_dest();
+        proxy = h.start_proxy(std::move(policy));
+        ASSERT_TRUE(proxy->ok());
+        source = h.start_source();
+        ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
+        migrate = h.start_migrate({"--postcopy", "--postcopy-after-rounds", "0", "--postcopy-recover-ms", "60000"});
+        wait_for_text(*dest, "pages are missing", 60s);
+    }
+    static void wait_for_text(Child& c, const char* text, std::chrono::seconds timeout) {
+        for (auto t0 = std::chrono::steady_clock::now();
+             c.err().find(text) == std::string::npos && std::chrono::steady_clock::now() - t0 < timeout;)
+            (void)c.wait_for_line("PROBE-NEVER", 50ms);
+        ASSERT_NE(c.err().find(text), std::string::npos) << "no '" << text << "' in:\n" << c.err();
+    }
+    // The migration completed after `recoveries` lost links, the destination
+    // finishes the computation with the uninterrupted result, the source not.
+    void expect_completed_after_recovery() {
+        auto m = migrate->finish(180s);
+        ASSERT_EQ(m.exit_code, 0) << m.out << m.err;
+        const auto report = report_of(m);
+        EXPECT_TRUE(report.value("digest_match", false)) << m.out;
+        const auto pc = report.value("postcopy", nlohmann::json::object());
+        EXPECT_GE(pc.value("recoveries", 0u), 1u) << m.out;
+        EXPECT_GE(pc.value("destination", nlohmann::json::object()).value("recoveries", 0u), 1u) << m.out;
+        EXPECT_GE(proxy->links(), 2u);
+        auto src = source->finish(60s);
+        EXPECT_EQ(src.exit_code, 0) << src.err;
+        EXPECT_EQ(checksum_of(src.out), "") << "the source must not finish what it handed over";
+        EXPECT_NE(src.err.find("postcopy resumed after"), std::string::npos) << src.err;
+        auto d = dest->finish(180s);
+        EXPECT_EQ(d.exit_code, 0) << d.err;
+        EXPECT_EQ(checksum_of(d.out), reference_checksum()) << d.out;
+        EXPECT_NE(d.err.find("matches the source's"), std::string::npos) << d.err;
+        std::printf("recovered %u time(s), paused %.0f ms\nsource: %s\ndestination: %s\n", pc.value("recoveries", 0u),
+                    pc.value("paused_ms", 0.0), line_starting(src.err, "popek: migration: postcopy paused").c_str(),
+                    line_starting(d.err, "popek: migration: postcopy resumed").c_str());
+    }
+};
+
+// The link is reset (both ends see it close) while pages are missing.
+TEST(PostcopyRecovery, ALinkResetAfterTheSwitchIsTakenBackAndNothingIsLost) {
+    ASSERT_FALSE(reference_checksum().empty());
+    PostcopyRun r;
+    ASSERT_NO_FATAL_FAILURE(r.start());
+    r.proxy->drop();
+    ASSERT_NO_FATAL_FAILURE(r.expect_completed_after_recovery());
+    EXPECT_EQ(r.dest->err().find("postcopy complete"), r.dest->err().rfind("postcopy complete"));
+}
+
+// The link goes down and stays down past the source's --timeout-ms: the
+// source gives up on that connection (nothing taken for 5 s), keeps trying
+// to reconnect, and does once the link is back.
+TEST(PostcopyRecovery, ALinkDownLongerThanTheTimeoutIsTakenBackWhenItReturns) {
+    ASSERT_FALSE(reference_checksum().empty());
+    PostcopyRun r;
+    ASSERT_NO_FATAL_FAILURE(r.start());
+    ASSERT_TRUE(r.h.net.set_link(0, false));
+    ASSERT_NO_FATAL_FAILURE(PostcopyRun::wait_for_text(*r.source, "postcopy paused", 60s));
+    EXPECT_EQ(r.dest->err().find("postcopy complete"), std::string::npos) << "lost the link too late:\n"
+                                                                          << r.dest->err();
+    ASSERT_TRUE(r.h.net.set_link(0, true));
+    ASSERT_NO_FATAL_FAILURE(r.expect_completed_after_recovery());
+}
+
+// A post-copy frame damaged on the way: the destination drops the link at
+// once (the page in it was not placed) and the source sends it again.
+TEST(PostcopyRecovery, ACorruptedFrameAfterTheSwitchIsSentAgain) {
+    ASSERT_FALSE(reference_checksum().empty());
+    PostcopyRun r;
+    ASSERT_NO_FATAL_FAILURE(r.start([](Dir dir, FrameType type, int n) {
+        return dir == Dir::ToDest && type == FrameType::Pages && n == 6 ? Action::Corrupt : Action::Forward;
+    }));
+    ASSERT_NO_FATAL_FAILURE(PostcopyRun::wait_for_text(*r.dest, "postcopy paused", 60s));
+    EXPECT_TRUE(r.proxy->corrupted());
+    EXPECT_NE(r.dest->err().find("checksum mismatch"), std::string::npos) << r.dest->err();
+    ASSERT_NO_FATAL_FAILURE(r.expect_completed_after_recovery());
 }
 
 // ---- a corrupted stream ------------------------------------------------------------------

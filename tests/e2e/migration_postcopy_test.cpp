@@ -72,13 +72,6 @@ void print_figures(const char* what, const json& r, uint64_t guest_gap_cycles) {
                 static_cast<unsigned long long>(guest_gap_cycles));
 }
 
-// Sets an environment variable for the children started in its scope.
-struct ScopedEnv {
-    ScopedEnv(const char* name, const char* value) : name_(name) { ::setenv(name, value, 1); }
-    ~ScopedEnv() { ::unsetenv(name_); }
-    const char* name_;
-};
-
 // compute moved in post-copy (pure: nothing before the switch; or after
 // the full pass) finishes on the destination with the uninterrupted
 // checksum, and the digest of every page matches.
@@ -185,13 +178,16 @@ TEST(Postcopy, AutomaticSwitchWhenPrecopyCannotConverge) {
 }
 
 // The source dies while the destination runs on half its pages: the
-// destination stops with one clear error instead of waiting forever.
+// destination waits out its recovery window for the source to come back,
+// then stops with one clear error instead of waiting forever.
 TEST(Postcopy, SourceKilledDuringPostcopyStopsTheDestination) {
     ScopedEnv slow("POPEK_TEST_POSTCOPY_PUSH_DELAY_US", "20000");  // ~6 MiB/s of pushed pages
     DirtyPair p;
     p.start();
     ASSERT_TRUE(file_has(p.src_out, "PROBE-DIRTY pass 2 ", 30s)) << p.source->err();
-    std::thread mig([&] { (void)migrate(p.sock, p.port, {"--postcopy", "--postcopy-after-rounds", "0"}); });
+    std::thread mig([&] {
+        (void)migrate(p.sock, p.port, {"--postcopy", "--postcopy-after-rounds", "0", "--postcopy-recover-ms", "1000"});
+    });
     const bool runs = file_has(p.dst_err, "pages are missing", 30s);
     ::kill(p.source->pid(), SIGKILL);
     mig.join();
@@ -202,18 +198,22 @@ TEST(Postcopy, SourceKilledDuringPostcopyStopsTheDestination) {
     EXPECT_EQ(d.exit_code, 1) << err;
     EXPECT_EQ(err.find("postcopy complete"), std::string::npos) << "killed too late to test anything:\n" << err;
     EXPECT_NE(err.find("post-copy failed: lost the source"), std::string::npos) << err;
+    EXPECT_NE(err.find("the source did not reconnect within 1000 ms"), std::string::npos) << err;
     std::printf("destination: %s\n", line_starting(err, "popek: migration: post-copy failed").c_str());
 }
 
-// The destination dies after the switch: the source cannot resume (the
-// destination ran) and ends its VM with a clear error.
+// The destination dies after the switch: the source tries to reconnect for
+// its recovery window, cannot resume (the destination ran) and ends its VM
+// with a clear error.
 TEST(Postcopy, DestinationKilledDuringPostcopyEndsTheSource) {
     ScopedEnv slow("POPEK_TEST_POSTCOPY_PUSH_DELAY_US", "20000");
     DirtyPair p;
     p.start();
     ASSERT_TRUE(file_has(p.src_out, "PROBE-DIRTY pass 2 ", 30s)) << p.source->err();
     ProcessResult m;
-    std::thread mig([&] { m = migrate(p.sock, p.port, {"--postcopy", "--postcopy-after-rounds", "0"}); });
+    std::thread mig([&] {
+        m = migrate(p.sock, p.port, {"--postcopy", "--postcopy-after-rounds", "0", "--postcopy-recover-ms", "1000"});
+    });
     const bool runs = file_has(p.dst_err, "pages are missing", 30s);
     ::kill(p.dest->pid(), SIGKILL);
     mig.join();
@@ -223,6 +223,7 @@ TEST(Postcopy, DestinationKilledDuringPostcopyEndsTheSource) {
     EXPECT_FALSE(s.timed_out) << s.err;
     EXPECT_NE(s.exit_code, 0) << s.err;
     EXPECT_NE(s.err.find("cannot resume here"), std::string::npos) << s.err;
+    EXPECT_NE(s.err.find("could not take the migration back within 1000 ms"), std::string::npos) << s.err;
     std::printf("source (exit %d): %s\n", s.exit_code, line_starting(s.err, "popek: migration: post-copy failed").c_str());
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -70,6 +71,15 @@ std::string read_text(const std::string& path);
 bool file_has(const std::string& path, const std::string& what, std::chrono::seconds timeout);
 // A process's stdout as a JSON value (popek migrate's report); {} if it is not JSON.
 nlohmann::json report_of(const ProcessResult& r);
+
+// Sets an environment variable for the children started in its scope.
+struct ScopedEnv {
+    ScopedEnv(const char* name, const char* value) : name_(name) { ::setenv(name, value, 1); }
+    ~ScopedEnv() { ::unsetenv(name_); }
+    ScopedEnv(const ScopedEnv&) = delete;
+    ScopedEnv& operator=(const ScopedEnv&) = delete;
+    const char* name_;
+};
 
 // A fresh directory under /tmp, removed with everything in it at scope end.
 class TempDir {

@@ -33,23 +33,28 @@ TEST(MigrationBandwidth, RefusesWhatIsNotABandwidthInOneLine) {
 TEST(MigrationBandwidth, ApiFieldsReachTheCommand) {
     auto parsed = api::parse_request(
         "PUT", "/vm/migrate",
-        R"({"to": "tcp:127.0.0.1:4444", "bandwidth": "100M", "auto_converge": true, "threads": 4})");
+        R"({"to": "tcp:127.0.0.1:4444", "bandwidth": "100M", "auto_converge": true, "threads": 4,
+            "postcopy": "on", "postcopy_recover_ms": 0})");
     ASSERT_TRUE(std::holds_alternative<vmm::Command>(parsed));
     const auto& c = std::get<vmm::MigrateCommand>(std::get<vmm::Command>(parsed));
     EXPECT_EQ(c.bandwidth, 100ull << 20);
     EXPECT_TRUE(c.auto_converge);
     EXPECT_EQ(c.threads, 4u);
+    EXPECT_EQ(c.postcopy_recover_ms, 0u);
     parsed = api::parse_request("PUT", "/vm/migrate", R"({"to": "tcp:127.0.0.1:4444", "bandwidth": 1048576})");
     ASSERT_TRUE(std::holds_alternative<vmm::Command>(parsed));
     const auto& d = std::get<vmm::MigrateCommand>(std::get<vmm::Command>(parsed));
     EXPECT_EQ(d.bandwidth, 1048576u);
     EXPECT_FALSE(d.auto_converge);
     EXPECT_EQ(d.threads, 2u);
+    EXPECT_EQ(d.postcopy_recover_ms, kDefaultRecoverMs);
     for (const char* bad : {R"({"to": "tcp:127.0.0.1:4444", "bandwidth": "fast"})",
                             R"({"to": "tcp:127.0.0.1:4444", "bandwidth": -1})",
                             R"({"to": "tcp:127.0.0.1:4444", "auto_converge": "yes"})",
                             R"({"to": "tcp:127.0.0.1:4444", "threads": 0})",
-                            R"({"to": "tcp:127.0.0.1:4444", "threads": 9})"}) {
+                            R"({"to": "tcp:127.0.0.1:4444", "threads": 9})",
+                            R"({"to": "tcp:127.0.0.1:4444", "postcopy_recover_ms": 3600001})",
+                            R"({"to": "tcp:127.0.0.1:4444", "postcopy_recover_ms": "soon"})"}) {
         auto r = api::parse_request("PUT", "/vm/migrate", bad);
         ASSERT_TRUE(std::holds_alternative<api::HttpError>(r)) << bad;
         EXPECT_EQ(std::get<api::HttpError>(r).status, 400) << bad;

@@ -2,6 +2,8 @@
 // digest, and the destination's userfaultfd machinery against a hand-driven
 // source on a socket pair (a thread touching a missing page blocks until
 // the page arrives; a lost source releases it with an error, never a hang).
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -178,6 +180,176 @@ TEST(PostcopyIncoming, LosingTheSourceReleasesWaitersWithAnError) {
     EXPECT_FALSE((*pc)->wait_complete(5s));
     EXPECT_TRUE(told.load());
     EXPECT_NE(why.find("lost the source"), std::string::npos) << why;
+}
+
+// ---- recovery: the source comes back on the listening socket -----------------
+
+// A listening socket on loopback and its port.
+struct Listener {
+    base::UniqueFd fd;
+    TcpAddress addr{"127.0.0.1", 0};
+    Listener() {
+        auto l = tcp_listen(addr);
+        EXPECT_TRUE(l.ok());
+        fd = base::UniqueFd(l.ok() ? *l : -1);
+        sockaddr_in sa{};
+        socklen_t len = sizeof sa;
+        EXPECT_EQ(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sa), &len), 0);
+        addr.port = ntohs(sa.sin_port);
+    }
+};
+
+// The destination's side of `p`, taking a lost source back on `l` within `window_ms`.
+std::unique_ptr<PostcopyIncoming> start_recoverable(Pair& p, Listener& l, uint64_t token, uint32_t window_ms) {
+    auto pc = PostcopyIncoming::start(p.mem, p.dst, p.needed, p.digests, 0,
+                                      PostcopyRecovery{std::move(l.fd), token, window_ms, 5000});
+    EXPECT_TRUE(pc.ok()) << pc.error().message;
+    return pc.ok() ? std::move(pc).value() : nullptr;
+}
+
+// Connects and says resume with `token`; the destination's answer.
+json resume(const TcpAddress& addr, uint64_t token, Connection& out) {
+    auto c = tcp_connect(addr, 5000);
+    EXPECT_TRUE(c.ok()) << c.error().message;
+    if (!c) return json();
+    out = std::move(*c);
+    EXPECT_TRUE(out.send_json(FrameType::Resume, json{{"token", token}}).ok());
+    auto f = out.receive(5000);
+    EXPECT_TRUE(f.ok()) << f.error().message;
+    if (!f) return json();
+    EXPECT_EQ(f->type, FrameType::Reply);
+    auto j = frame_json(*f);
+    return j.ok() ? *j : json();
+}
+
+std::vector<uint64_t> bitmap_of(const json& reply) {
+    std::vector<uint64_t> w;
+    if (!reply.contains("arrived") || !reply["arrived"].is_binary()) return w;
+    const auto& b = reply["arrived"].get_binary();
+    w.assign(b.size() / 8, 0);
+    for (size_t i = 0; i < b.size(); ++i) w[i / 8] |= static_cast<uint64_t>(b[i]) << (8 * (i % 8));
+    return w;
+}
+
+// The link drops with a vCPU waiting on page 10 and two pages placed: a
+// stranger and a wrong token are refused; the source with the switch's
+// token gets the pages that arrived, the request for page 10 again, and
+// post-copy ends normally on the new link.
+TEST(PostcopyIncoming, ALostSourceComesBackWithItsTokenAndPostcopyFinishes) {
+    Pair p;
+    Listener l;
+    auto pc = start_recoverable(p, l, 42, 10000);
+    ASSERT_NE(pc, nullptr);
+    bool failed = false;
+    pc->on_failure([&](const std::string&) { failed = true; });
+    const uint8_t* base = p.mem.regions().front().host;
+    std::atomic<int> seen{-1};
+    std::thread reader([&] { seen = base[10 * 4096 + 5]; });
+    auto req = p.src.receive(5000);
+    ASSERT_TRUE(req.ok()) << req.error().message;
+    ASSERT_EQ(req->type, FrameType::PageRequest);
+    p.send_page(0);
+    p.send_page(2);
+    ASSERT_TRUE(pc->announce_running().ok());
+    // Both placed before the link goes (a page each way is in order).
+    for (auto t0 = std::chrono::steady_clock::now();
+         pc->figures().received < 2 && std::chrono::steady_clock::now() - t0 < 5s;)
+        std::this_thread::sleep_for(1ms);
+    ASSERT_EQ(pc->figures().received, 2u);
+    p.src.shutdown();  // the link is lost
+
+    Connection stranger;
+    auto c = tcp_connect(l.addr, 5000);
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE(c->send_json(FrameType::Hello, json{{"protocol", kProtocolVersion}}).ok());
+    auto no = c->receive(5000);
+    ASSERT_TRUE(no.ok());
+    EXPECT_FALSE(frame_json(*no)->value("ok", true)) << "a new migration is refused during post-copy";
+    const json wrong = resume(l.addr, 41, stranger);
+    EXPECT_FALSE(wrong.value("ok", true)) << wrong.dump();
+    EXPECT_NE(wrong.value("error", std::string()).find("token"), std::string::npos) << wrong.dump();
+
+    Connection back;
+    const json yes = resume(l.addr, 42, back);
+    ASSERT_TRUE(yes.value("ok", false)) << yes.dump();
+    EXPECT_TRUE(yes.value("running", false));
+    const auto arrived = bitmap_of(yes);
+    ASSERT_EQ(arrived.size(), 1u);
+    EXPECT_EQ(arrived[0], 0b101u) << "pages 0 and 2 arrived, nothing else";
+    auto again = back.receive(5000);
+    ASSERT_TRUE(again.ok()) << again.error().message;
+    ASSERT_EQ(again->type, FrameType::PageRequest);
+    EXPECT_EQ(*parse_page_request(again->payload, Pair::kPages), std::vector<uint64_t>{10});
+    EXPECT_EQ(seen.load(), -1) << "the vCPU waits for its page across the lost link";
+
+    p.src = std::move(back);
+    p.send_page(10);
+    reader.join();
+    EXPECT_EQ(seen.load(), 11);
+    for (uint64_t i = 4; i < Pair::kPages; i += 2) p.send_page(i);
+    ASSERT_TRUE(p.src.send_json(FrameType::RoundEnd, json{{"postcopy_end", true}, {"digest", p.source_digest()}}).ok());
+    auto reply = p.src.receive(5000);
+    ASSERT_TRUE(reply.ok()) << reply.error().message;
+    auto j = frame_json(*reply);
+    EXPECT_TRUE(j->value("ok", false)) << j->dump();
+    EXPECT_TRUE(pc->wait_complete(5s));
+    EXPECT_FALSE(failed);
+    EXPECT_EQ(pc->figures().recoveries, 1u);
+    EXPECT_EQ(j->value("postcopy", json::object()).value("recoveries", 0u), 1u);
+    for (uint64_t i = 0; i < Pair::kPages; ++i) EXPECT_EQ(std::memcmp(base + i * 4096, p.truth[i].data(), 4096), 0) << i;
+    // Post-copy over: the port is closed.
+    for (auto t0 = std::chrono::steady_clock::now(); std::chrono::steady_clock::now() - t0 < 5s;) {
+        if (!tcp_connect(l.addr, 1000).ok()) break;
+        std::this_thread::sleep_for(5ms);
+    }
+    EXPECT_FALSE(tcp_connect(l.addr, 1000).ok()) << "still listening after post-copy ended";
+}
+
+// A pages frame whose record fails its check (its frame check is fine):
+// nothing of it is placed, the link is dropped, and the page comes again
+// on the resumed link.
+TEST(PostcopyIncoming, ADamagedPageDropsTheLinkAndComesAgainAfterTheResume) {
+    Pair p;
+    Listener l;
+    auto pc = start_recoverable(p, l, 7, 10000);
+    ASSERT_NE(pc, nullptr);
+    compress::CodecContext ctx;
+    std::vector<uint8_t> batch;
+    for (int i = 0; i < 8; ++i) batch.push_back(static_cast<uint8_t>(uint64_t{4} >> (8 * i)));
+    compress::encode_page(compress::Codec::None, 4, compress::ConstPage(p.truth[4]), ctx, batch);
+    batch[batch.size() / 2] ^= 0x40;
+    ASSERT_TRUE(p.src.send(FrameType::Pages, batch).ok());
+    auto gone = p.src.receive(5000);
+    ASSERT_FALSE(gone.ok());
+    EXPECT_EQ(gone.error().message.find("sent nothing"), std::string::npos)
+        << "the destination kept a link that carried damage: " << gone.error().message;
+    Connection back;
+    const json yes = resume(l.addr, 7, back);
+    ASSERT_TRUE(yes.value("ok", false)) << yes.dump();
+    EXPECT_EQ(bitmap_of(yes), std::vector<uint64_t>{0}) << "the damaged page was not placed";
+    p.src = std::move(back);
+    for (uint64_t i = 0; i < Pair::kPages; i += 2) p.send_page(i);
+    ASSERT_TRUE(p.src.send_json(FrameType::RoundEnd, json{{"postcopy_end", true}, {"digest", p.source_digest()}}).ok());
+    auto reply = p.src.receive(5000);
+    ASSERT_TRUE(reply.ok());
+    EXPECT_TRUE(frame_json(*reply)->value("ok", false));
+    EXPECT_TRUE(pc->wait_complete(5s));
+}
+
+// Nobody comes back within the window: post-copy fails with that reason
+// and a waiting thread is released.
+TEST(PostcopyIncoming, NoReconnectionWithinTheWindowFails) {
+    Pair p;
+    Listener l;
+    auto pc = start_recoverable(p, l, 1, 300);
+    ASSERT_NE(pc, nullptr);
+    const uint8_t* base = p.mem.regions().front().host;
+    std::thread reader([&] { (void)*static_cast<const volatile uint8_t*>(base + 20 * 4096); });
+    ASSERT_TRUE(p.src.receive(5000).ok());
+    p.src.shutdown();
+    reader.join();
+    EXPECT_FALSE(pc->wait_complete(10s));
+    EXPECT_NE(pc->failure().find("did not reconnect within 300 ms"), std::string::npos) << pc->failure();
 }
 
 TEST(PostcopyIncoming, RefusesABitmapOfTheWrongSize) {
