@@ -23,9 +23,11 @@ namespace x86 = arch::x86;
 // --engine: KVM, the emulation engine, or (auto) KVM when its device opens
 // and the engine otherwise; a snapshot restored with auto goes back to the
 // backend that saved it.
-static Result<std::unique_ptr<hv::Hypervisor>> open_hypervisor(const VmConfig& cfg, const hv::VmState* saved) {
+// `saved_backend`: the backend a saved VM ran on (null: a fresh VM).
+static Result<std::unique_ptr<hv::Hypervisor>> open_hypervisor(const VmConfig& cfg, const std::string* saved_backend) {
     HvEngine engine = cfg.engine;
-    if (engine == HvEngine::Auto && saved != nullptr) engine = saved->backend == "emu" ? HvEngine::Emu : HvEngine::Kvm;
+    if (engine == HvEngine::Auto && saved_backend != nullptr)
+        engine = *saved_backend == "emu" ? HvEngine::Emu : HvEngine::Kvm;
     switch (engine) {
         case HvEngine::Kvm: return hv::open_kvm(cfg.kvm_device);
         case HvEngine::Emu: return hv::open_emu();
@@ -43,12 +45,49 @@ Result<std::unique_ptr<Machine>> Machine::create(const VmConfig& cfg) {
     return m;
 }
 
-Result<std::unique_ptr<Machine>> Machine::from_migration(const LoadedSnapshot& snapshot, memory::GuestMemory memory) {
+Result<std::unique_ptr<Machine>> Machine::prepare_migration(const VmConfig& cfg, const std::string& backend,
+                                                            memory::GuestMemory memory) {
     std::unique_ptr<Machine> m(new Machine());
-    m->incoming_memory_ = std::move(memory);
+    m->cfg_ = cfg;
     m->disks_lock_later_ = true;
-    POPEK_TRY(m->build(snapshot.config, &snapshot));
+    POPEK_ASSIGN_OR_RETURN(m->hv_, open_hypervisor(cfg, &backend));
+    POPEK_TRY(m->check_vcpu_count(cfg));
+    m->memory_ = std::move(memory);
+    POPEK_TRY(m->create_vm(cfg));
     return m;
+}
+
+Result<void> Machine::finish_migration(const LoadedSnapshot& snapshot) {
+    if (!vm_) return Error{"finish_migration without prepare_migration"};
+    if (snapshot.config.cpus != cfg_.cpus || snapshot.config.memory_bytes != cfg_.memory_bytes)
+        return Error{"the state's configuration (" + std::to_string(snapshot.config.cpus) + " vCPUs, " +
+                     std::to_string(snapshot.config.memory_bytes >> 20) + " MiB) differs from the one announced (" +
+                     std::to_string(cfg_.cpus) + " vCPUs, " + std::to_string(cfg_.memory_bytes >> 20) + " MiB)"};
+    return build(snapshot.config, &snapshot);
+}
+
+Result<void> Machine::check_vcpu_count(const VmConfig& cfg) const {
+    if (cfg.cpus > hv_->max_vcpus())
+        return Error{"--cpus " + std::to_string(cfg.cpus) + ": this host's " + hv_->name() + " backend allows at most " +
+                     std::to_string(hv_->max_vcpus())};
+    return {};
+}
+
+// Over memory_ (already there): guest RAM exists before the VM so that the
+// VM is created with it mapped (see hv::VmOptions::ram: later, a slot costs
+// a grace period).
+Result<void> Machine::create_vm(const VmConfig& cfg) {
+    hv::VmOptions vm_options(cfg.cpus);
+    for (const auto& r : memory_.regions()) vm_options.ram.push_back({r.gpa, r.size, r.host});
+    POPEK_ASSIGN_OR_RETURN(vm_, hv_->create_vm(vm_options));
+    // A backend that caches decoded guest code must see the devices' writes.
+    if (hv_->name() == "emu") {
+        hv::Vm* vm = vm_.get();
+        memory_.set_write_observer([vm](uint64_t gpa, uint64_t len) { vm->host_wrote(gpa, len); });
+    }
+    // Where the backend can batch them, POST-code writes stop costing a trip to user space.
+    (void)vm_->batch_port_writes(x86::kPortPostCode, 1);
+    return {};
 }
 
 Machine::~Machine() {
@@ -69,36 +108,22 @@ Result<void> Machine::build(const VmConfig& cfg, const LoadedSnapshot* snapshot)
         }
     }
 
-    POPEK_ASSIGN_OR_RETURN(hv_, open_hypervisor(cfg, snapshot != nullptr ? &snapshot->vm : nullptr));
-    if (cfg.cpus > hv_->max_vcpus())
-        return Error{"--cpus " + std::to_string(cfg.cpus) + ": this host's " + hv_->name() + " backend allows at most " +
-                     std::to_string(hv_->max_vcpus())};
-
-    // Guest RAM exists before the VM so that the VM is created with it mapped
-    // (see hv::VmOptions::ram: later, a slot costs a grace period).
-    auto ranges = x86::ram_ranges(cfg.memory_bytes);
-    if (snapshot == nullptr) {
-        POPEK_ASSIGN_OR_RETURN(memory_, memory::GuestMemory::create(ranges));
-    } else if (incoming_memory_) {
-        memory_ = std::move(*incoming_memory_);
-        incoming_memory_.reset();
-    } else {
-        const std::string path = snapshot->dir + "/" + kMemoryFileName;
-        auto mem = snapshot->eager ? migration::load_memory_eager(ranges, path, snapshot->memory)
-                                   : migration::load_memory_lazy(ranges, path, snapshot->memory);
-        if (!mem) return mem.error();
-        memory_ = std::move(mem).value();
+    // A migration's VM exists already (prepare_migration), over its RAM.
+    if (!vm_) {
+        POPEK_ASSIGN_OR_RETURN(hv_, open_hypervisor(cfg, snapshot != nullptr ? &snapshot->vm.backend : nullptr));
+        POPEK_TRY(check_vcpu_count(cfg));
+        auto ranges = x86::ram_ranges(cfg.memory_bytes);
+        if (snapshot == nullptr) {
+            POPEK_ASSIGN_OR_RETURN(memory_, memory::GuestMemory::create(ranges));
+        } else {
+            const std::string path = snapshot->dir + "/" + kMemoryFileName;
+            auto mem = snapshot->eager ? migration::load_memory_eager(ranges, path, snapshot->memory)
+                                       : migration::load_memory_lazy(ranges, path, snapshot->memory);
+            if (!mem) return mem.error();
+            memory_ = std::move(mem).value();
+        }
+        POPEK_TRY(create_vm(cfg));
     }
-    hv::VmOptions vm_options(cfg.cpus);
-    for (const auto& r : memory_.regions()) vm_options.ram.push_back({r.gpa, r.size, r.host});
-    POPEK_ASSIGN_OR_RETURN(vm_, hv_->create_vm(vm_options));
-    // A backend that caches decoded guest code must see the devices' writes.
-    if (hv_->name() == "emu") {
-        hv::Vm* vm = vm_.get();
-        memory_.set_write_observer([vm](uint64_t gpa, uint64_t len) { vm->host_wrote(gpa, len); });
-    }
-    // Where the backend can batch them, POST-code writes stop costing a trip to user space.
-    (void)vm_->batch_port_writes(x86::kPortPostCode, 1);
     if (snapshot != nullptr) POPEK_TRY(vm_->restore_state(snapshot->vm));
 
     POPEK_TRY(snapshot == nullptr ? load_and_build(cfg, kernel, initrd) : restore_and_build(*snapshot));

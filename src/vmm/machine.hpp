@@ -46,12 +46,18 @@ public:
     // Builds the VM a snapshot directory describes (memory, devices, vCPUs
     // as they were); run() continues it. Nothing is started when it fails.
     static base::Result<std::unique_ptr<Machine>> restore(const RestoreOptions& options);
-    // The destination of a live migration: the VM the source's state tree
-    // describes, over guest RAM that the migration already filled.
-    static base::Result<std::unique_ptr<Machine>> from_migration(const LoadedSnapshot& snapshot,
-                                                                 memory::GuestMemory memory);
+    // The destination of a live migration, in two steps. At reservation:
+    // the hypervisor (`backend` as the source names it) and the VM over
+    // guest RAM still to be filled — the slow part, kept out of the pause.
+    static base::Result<std::unique_ptr<Machine>> prepare_migration(const VmConfig& cfg, const std::string& backend,
+                                                                    memory::GuestMemory memory);
+    // The RAM the migration fills (its mapping stays put).
+    [[nodiscard]] memory::GuestMemory& incoming_memory() { return memory_; }
+    // After validation: devices and vCPUs as the source's state tree says,
+    // which must describe the configuration prepared.
+    base::Result<void> finish_migration(const LoadedSnapshot& snapshot);
     // Activation of a migrated VM: takes the locks of its disk images, which
-    // from_migration() opened without them while the source still held them
+    // finish_migration() opened without them while the source still held them
     // (waits up to `wait_ms` for the source to let go). vmm/migrate.cpp.
     base::Result<void> lock_disks_for_activation(uint32_t wait_ms);
     ~Machine() override;
@@ -75,6 +81,8 @@ public:
 private:
     Machine() = default;
     base::Result<void> build(const VmConfig& cfg, const LoadedSnapshot* snapshot);
+    base::Result<void> check_vcpu_count(const VmConfig& cfg) const;
+    base::Result<void> create_vm(const VmConfig& cfg);
     base::Result<void> restore_and_build(const LoadedSnapshot& snapshot);
     base::Result<void> restore_vcpu_states(const LoadedSnapshot& snapshot);
     base::Result<void> load_and_build(const VmConfig& cfg, std::span<const uint8_t> kernel,
@@ -128,8 +136,7 @@ private:
     std::unique_ptr<devices::pci::PciEcam> pci_ecam_;
     std::vector<virtio::pci::VirtioPciDevice*> virtio_;
 
-    std::optional<memory::GuestMemory> incoming_memory_;  // from_migration(): RAM already received
-    bool disks_lock_later_ = false;                       // from_migration(): disks lock at activation
+    bool disks_lock_later_ = false;  // prepare_migration(): disks lock at activation
     std::mutex migration_mu_;                             // guards the pointer, not the job
     std::shared_ptr<MigrationJob> migration_;             // the last migration (status stays readable)
 
