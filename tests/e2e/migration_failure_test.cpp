@@ -286,6 +286,29 @@ struct Hosts {
     }
 };
 
+// The usual start of a test: both hosts, the destination, the proxy as
+// `policy` says, and a source VM that printed `ready`.
+struct TwoHostRun {
+    Hosts h;
+    std::unique_ptr<Child> dest, source, migrate;
+    std::unique_ptr<MigrationProxy> proxy;
+
+    void start(Policy policy, const std::string& cmdline = kCompute, const std::string& memory = "256M",
+               const char* ready = "PROBE-READY") {
+        ASSERT_TRUE(h.net.ok()) << h.net.error();
+        dest = h.start_dest();
+        proxy = h.start_proxy(std::move(policy));
+        ASSERT_TRUE(proxy->ok());
+        source = h.start_source(cmdline, memory);
+        ASSERT_TRUE(source->wait_for_line(ready, 60s)) << source->err();
+    }
+    // Starts `popek migrate`; waits until the proxy holds a frame and says which ("": none).
+    std::string migrate_until_held(const std::vector<std::string>& extra = {}) {
+        migrate = h.start_migrate(extra);
+        return proxy->wait_held(120s);
+    }
+};
+
 // The source is running (API) and completes the whole computation correctly.
 void expect_source_finishes(Child& source, const std::string& sock) {
     auto info = run_process({POPEK_BIN, "ctl", "--api-sock", sock, "info"}, 30s);
@@ -335,32 +358,26 @@ class DestinationKilled : public ::testing::TestWithParam<Phase> {};
 TEST_P(DestinationKilled, SourceResumesAndFinishesItsWork) {
     const Phase& phase = GetParam();
     ASSERT_FALSE(reference_checksum().empty());
-    Hosts h;
-    ASSERT_TRUE(h.net.ok()) << h.net.error();
-    auto dest = h.start_dest();
-    auto proxy = h.start_proxy(phase.hold);
-    ASSERT_TRUE(proxy->ok());
-    auto source = h.start_source();
-    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
-    auto migrate = h.start_migrate();
-    const std::string held = proxy->wait_held(120s);
-    ASSERT_NE(held, "") << "the migration never reached " << phase.name << migrate->err();
+    TwoHostRun s;
+    ASSERT_NO_FATAL_FAILURE(s.start(phase.hold));
+    const std::string held = s.migrate_until_held();
+    ASSERT_NE(held, "") << "the migration never reached " << phase.name << s.migrate->err();
     // The destination logs a phase just after acting on it: read its stderr
     // until the line is there (it waits in the next phase meanwhile).
     for (auto t0 = std::chrono::steady_clock::now();
-         dest->err().find(phase.dest_logged) == std::string::npos && std::chrono::steady_clock::now() - t0 < 10s;)
-        (void)dest->wait_for_line("PROBE-NEVER", 50ms);
-    ::kill(dest->pid(), SIGKILL);
-    auto d = dest->finish(30s);
+         s.dest->err().find(phase.dest_logged) == std::string::npos && std::chrono::steady_clock::now() - t0 < 10s;)
+        (void)s.dest->wait_for_line("PROBE-NEVER", 50ms);
+    ::kill(s.dest->pid(), SIGKILL);
+    auto d = s.dest->finish(30s);
     EXPECT_NE(d.err.find(phase.dest_logged), std::string::npos) << held << "\n" << d.err;
     if (*phase.dest_not_yet) {
         EXPECT_EQ(d.err.find(phase.dest_not_yet), std::string::npos) << d.err;
     }
-    proxy->close();  // the dead destination's connection closes
-    auto m = migrate->finish(120s);
+    s.proxy->close();  // the dead destination's connection closes
+    auto m = s.migrate->finish(120s);
     EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
     EXPECT_NE(m.err.find("migration failed"), std::string::npos) << m.err;
-    expect_source_finishes(*source, h.sock);
+    expect_source_finishes(*s.source, s.h.sock);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -390,24 +407,18 @@ INSTANTIATE_TEST_SUITE_P(
 // ---- the source dies during pre-copy --------------------------------------------------
 
 TEST(MigrationFailure, SourceKilledDuringPrecopyLeavesNoVmOnTheDestination) {
-    Hosts h;
-    ASSERT_TRUE(h.net.ok()) << h.net.error();
-    auto dest = h.start_dest();
-    auto proxy = h.start_proxy(hold_at(Dir::ToDest, FrameType::Pages, 1));
-    ASSERT_TRUE(proxy->ok());
-    auto source = h.start_source();
-    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
-    auto migrate = h.start_migrate();
-    ASSERT_NE(proxy->wait_held(120s), "") << migrate->err();
-    ::kill(source->pid(), SIGKILL);
-    (void)source->finish(30s);
-    proxy->close();  // the dead source's connection closes
-    auto d = dest->finish(60s);
+    TwoHostRun s;
+    ASSERT_NO_FATAL_FAILURE(s.start(hold_at(Dir::ToDest, FrameType::Pages, 1)));
+    ASSERT_NE(s.migrate_until_held(), "") << s.migrate->err();
+    ::kill(s.source->pid(), SIGKILL);
+    (void)s.source->finish(30s);
+    s.proxy->close();  // the dead source's connection closes
+    auto d = s.dest->finish(60s);
     EXPECT_EQ(d.exit_code, 1) << d.err;
     expect_no_vm_on(d);
     // One clear line says why.
     EXPECT_NE(d.err.find("popek: error: incoming migration: receiving pages"), std::string::npos) << d.err;
-    (void)migrate->finish(30s);
+    (void)s.migrate->finish(30s);
 }
 
 // ---- the link goes down ---------------------------------------------------------------
@@ -417,24 +428,18 @@ TEST(MigrationFailure, SourceKilledDuringPrecopyLeavesNoVmOnTheDestination) {
 // validation reply after its reply timeout (--timeout-ms) and resumes; the
 // destination gives up too and runs nothing.
 TEST(MigrationFailure, LinkDownDuringStopAndCopyResumesTheSourceWithinItsTimeout) {
-    Hosts h;
-    ASSERT_TRUE(h.net.ok()) << h.net.error();
-    auto dest = h.start_dest();
-    auto proxy = h.start_proxy(hold_at(Dir::ToDest, FrameType::State, 1));
-    ASSERT_TRUE(proxy->ok());
-    auto source = h.start_source();
-    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
-    auto migrate = h.start_migrate();
-    ASSERT_NE(proxy->wait_held(120s), "") << migrate->err();
-    ASSERT_TRUE(h.net.set_link(0, false));
+    TwoHostRun s;
+    ASSERT_NO_FATAL_FAILURE(s.start(hold_at(Dir::ToDest, FrameType::State, 1)));
+    ASSERT_NE(s.migrate_until_held(), "") << s.migrate->err();
+    ASSERT_TRUE(s.h.net.set_link(0, false));
     const auto t0 = std::chrono::steady_clock::now();
-    auto m = migrate->finish(120s);
+    auto m = s.migrate->finish(120s);
     const auto waited = std::chrono::steady_clock::now() - t0;
     EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
     EXPECT_NE(m.err.find("sent nothing for " + std::to_string(kTimeoutMs) + " ms"), std::string::npos) << m.err;
     EXPECT_LT(waited, std::chrono::milliseconds(kTimeoutMs) + 10s);
-    expect_source_finishes(*source, h.sock);
-    auto d = dest->finish(90s);
+    expect_source_finishes(*s.source, s.h.sock);
+    auto d = s.dest->finish(90s);
     expect_no_vm_on(d);
 }
 
@@ -442,20 +447,14 @@ TEST(MigrationFailure, LinkDownDuringStopAndCopyResumesTheSourceWithinItsTimeout
 // full): the send deadline (--timeout-ms, TCP_USER_TIMEOUT) fails the
 // migration and the source resumes within it, not when TCP gives up (~15 min).
 TEST(MigrationFailure, LinkDownDuringPrecopyResumesTheSourceWithinItsTimeout) {
-    Hosts h;
-    ASSERT_TRUE(h.net.ok()) << h.net.error();
-    auto dest = h.start_dest();
-    auto proxy = h.start_proxy(hold_at(Dir::ToDest, FrameType::Pages, 1));
-    ASSERT_TRUE(proxy->ok());
+    TwoHostRun s;
     // 256 MiB of data: far more than the socket buffers hold, so the source
     // is still sending when the link goes.
-    auto source = h.start_source("dirty-rate 256 0", "512M");
-    ASSERT_TRUE(source->wait_for_line("PROBE-CLOCK", 60s)) << source->err();
-    auto migrate = h.start_migrate();
-    ASSERT_NE(proxy->wait_held(120s), "") << migrate->err();
-    ASSERT_TRUE(h.net.set_link(0, false));
+    ASSERT_NO_FATAL_FAILURE(s.start(hold_at(Dir::ToDest, FrameType::Pages, 1), "dirty-rate 256 0", "512M", "PROBE-CLOCK"));
+    ASSERT_NE(s.migrate_until_held(), "") << s.migrate->err();
+    ASSERT_TRUE(s.h.net.set_link(0, false));
     const auto t0 = std::chrono::steady_clock::now();
-    auto m = migrate->finish(90s);
+    auto m = s.migrate->finish(90s);
     const auto waited = std::chrono::steady_clock::now() - t0;
     EXPECT_FALSE(m.timed_out) << "the source did not give up within 90 s";
     EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
@@ -464,7 +463,7 @@ TEST(MigrationFailure, LinkDownDuringPrecopyResumesTheSourceWithinItsTimeout) {
     // used to wait its own --timeout-ms, until TCP's backstop at twice it
     // failed the last one with "Network is unreachable").
     EXPECT_LT(waited, std::chrono::milliseconds(kTimeoutMs) + 4s);
-    auto info = run_process({POPEK_BIN, "ctl", "--api-sock", h.sock, "info"}, 30s);
+    auto info = run_process({POPEK_BIN, "ctl", "--api-sock", s.h.sock, "info"}, 30s);
     EXPECT_NE(info.out.find("\"running\""), std::string::npos) << info.out << info.err;
 }
 
@@ -474,19 +473,13 @@ TEST(MigrationFailure, LinkDownDuringPrecopyResumesTheSourceWithinItsTimeout) {
 // and exits without running it. Before the commit handshake both ran it.
 TEST(MigrationFailure, LostCommitReplyLeavesTheVmRunningOnOneSideOnly) {
     ASSERT_FALSE(reference_checksum().empty());
-    Hosts h;
-    ASSERT_TRUE(h.net.ok()) << h.net.error();
-    auto dest = h.start_dest();
-    auto proxy = h.start_proxy(hold_ready_reply());
-    ASSERT_TRUE(proxy->ok());
-    auto source = h.start_source();
-    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
-    auto migrate = h.start_migrate();
-    ASSERT_NE(proxy->wait_held(120s), "") << migrate->err();
-    ASSERT_TRUE(h.net.set_link(0, false));
-    (void)migrate->finish(120s);
-    auto src = source->finish(180s);
-    auto d = dest->finish(180s);
+    TwoHostRun s;
+    ASSERT_NO_FATAL_FAILURE(s.start(hold_ready_reply()));
+    ASSERT_NE(s.migrate_until_held(), "") << s.migrate->err();
+    ASSERT_TRUE(s.h.net.set_link(0, false));
+    (void)s.migrate->finish(120s);
+    auto src = s.source->finish(180s);
+    auto d = s.dest->finish(180s);
     const bool src_ran = !checksum_of(src.out).empty(), dst_ran = !checksum_of(d.out).empty();
     EXPECT_TRUE(src_ran != dst_ran) << "source finished: " << src_ran << ", destination finished: " << dst_ran;
 }
@@ -496,21 +489,15 @@ TEST(MigrationFailure, LostCommitReplyLeavesTheVmRunningOnOneSideOnly) {
 // commit and does not run the VM either. The VM is lost, never run twice:
 // the two-generals limit the handshake documents (migration/stream.hpp).
 TEST(MigrationFailure, LostCommitLeavesTheVmRunningNowhereNotTwice) {
-    Hosts h;
-    ASSERT_TRUE(h.net.ok()) << h.net.error();
-    auto dest = h.start_dest();
-    auto proxy = h.start_proxy(hold_at(Dir::ToDest, FrameType::Commit, 1));
-    ASSERT_TRUE(proxy->ok());
-    auto source = h.start_source();
-    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
-    auto migrate = h.start_migrate();
-    ASSERT_NE(proxy->wait_held(120s), "") << migrate->err();
-    ASSERT_TRUE(h.net.set_link(0, false));
-    (void)migrate->finish(60s);
-    auto d = dest->finish(60s);
+    TwoHostRun s;
+    ASSERT_NO_FATAL_FAILURE(s.start(hold_at(Dir::ToDest, FrameType::Commit, 1)));
+    ASSERT_NE(s.migrate_until_held(), "") << s.migrate->err();
+    ASSERT_TRUE(s.h.net.set_link(0, false));
+    (void)s.migrate->finish(60s);
+    auto d = s.dest->finish(60s);
     expect_no_vm_on(d);
     EXPECT_NE(d.err.find("no commit from the source"), std::string::npos) << d.err;
-    auto src = source->finish(60s);
+    auto src = s.source->finish(60s);
     EXPECT_FALSE(src.timed_out) << "the source VM did not stop after its commit";
     EXPECT_TRUE(checksum_of(src.out).empty()) << "the source resumed after its commit: " << src.out;
     EXPECT_NE(src.err.find("popek: migration: commitment"), std::string::npos) << src.err;
@@ -528,21 +515,13 @@ TEST(MigrationFailure, LostCommitLeavesTheVmRunningNowhereNotTwice) {
 // seconds and the link can fail in the middle of it.
 constexpr const char* kSlowPushUs = "300000";
 
-struct PostcopyRun {
-    Hosts h;
-    std::unique_ptr<Child> dest, source, migrate;
-    std::unique_ptr<MigrationProxy> proxy;
+struct PostcopyRun : TwoHostRun {
     ScopedEnv slow{"POPEK_TEST_POSTCOPY_PUSH_DELAY_US", kSlowPushUs};
 
     // Starts the migration in pure post-copy and waits until the destination
     // runs the VM with pages missing.
-    void start(Policy policy = [](Dir, FrameType, int) { return Action::Forward; }) {
-        ASSERT_TRUE(h.net.ok()) << h.net.error();
-        dest = h.start_dest();
-        proxy = h.start_proxy(std::move(policy));
-        ASSERT_TRUE(proxy->ok());
-        source = h.start_source();
-        ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
+    void start_postcopy(Policy policy = [](Dir, FrameType, int) { return Action::Forward; }) {
+        ASSERT_NO_FATAL_FAILURE(start(std::move(policy)));
         migrate = h.start_migrate({"--postcopy", "--postcopy-after-rounds", "0", "--postcopy-recover-ms", "60000"});
         wait_for_text(*dest, "pages are missing", 60s);
     }
@@ -581,7 +560,7 @@ struct PostcopyRun {
 TEST(PostcopyRecovery, ALinkResetAfterTheSwitchIsTakenBackAndNothingIsLost) {
     ASSERT_FALSE(reference_checksum().empty());
     PostcopyRun r;
-    ASSERT_NO_FATAL_FAILURE(r.start());
+    ASSERT_NO_FATAL_FAILURE(r.start_postcopy());
     r.proxy->drop();
     ASSERT_NO_FATAL_FAILURE(r.expect_completed_after_recovery());
     EXPECT_EQ(r.dest->err().find("postcopy complete"), r.dest->err().rfind("postcopy complete"));
@@ -593,7 +572,7 @@ TEST(PostcopyRecovery, ALinkResetAfterTheSwitchIsTakenBackAndNothingIsLost) {
 TEST(PostcopyRecovery, ALinkDownLongerThanTheTimeoutIsTakenBackWhenItReturns) {
     ASSERT_FALSE(reference_checksum().empty());
     PostcopyRun r;
-    ASSERT_NO_FATAL_FAILURE(r.start());
+    ASSERT_NO_FATAL_FAILURE(r.start_postcopy());
     ASSERT_TRUE(r.h.net.set_link(0, false));
     ASSERT_NO_FATAL_FAILURE(PostcopyRun::wait_for_text(*r.source, "postcopy paused", 60s));
     EXPECT_EQ(r.dest->err().find("postcopy complete"), std::string::npos) << "lost the link too late:\n"
@@ -607,7 +586,7 @@ TEST(PostcopyRecovery, ALinkDownLongerThanTheTimeoutIsTakenBackWhenItReturns) {
 TEST(PostcopyRecovery, ACorruptedFrameAfterTheSwitchIsSentAgain) {
     ASSERT_FALSE(reference_checksum().empty());
     PostcopyRun r;
-    ASSERT_NO_FATAL_FAILURE(r.start([](Dir dir, FrameType type, int n) {
+    ASSERT_NO_FATAL_FAILURE(r.start_postcopy([](Dir dir, FrameType type, int n) {
         return dir == Dir::ToDest && type == FrameType::Pages && n == 6 ? Action::Corrupt : Action::Forward;
     }));
     ASSERT_NO_FATAL_FAILURE(PostcopyRun::wait_for_text(*r.dest, "postcopy paused", 60s));
@@ -628,21 +607,16 @@ Policy corrupt_at(FrameType t, int nth, Action how) {
 // the destination refuses with one line and the source resumes.
 TEST(MigrationFailure, CorruptedFrameIsRefusedAndTheSourceResumes) {
     ASSERT_FALSE(reference_checksum().empty());
-    Hosts h;
-    ASSERT_TRUE(h.net.ok()) << h.net.error();
-    auto dest = h.start_dest();
-    auto proxy = h.start_proxy(corrupt_at(FrameType::Pages, 1, Action::Corrupt));
-    ASSERT_TRUE(proxy->ok());
-    auto source = h.start_source();
-    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
-    auto m = h.start_migrate()->finish(120s);
-    EXPECT_TRUE(proxy->corrupted());
+    TwoHostRun s;
+    ASSERT_NO_FATAL_FAILURE(s.start(corrupt_at(FrameType::Pages, 1, Action::Corrupt)));
+    auto m = s.h.start_migrate()->finish(120s);
+    EXPECT_TRUE(s.proxy->corrupted());
     EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
-    auto d = dest->finish(60s);
+    auto d = s.dest->finish(60s);
     EXPECT_EQ(d.exit_code, 1) << d.err;
     EXPECT_NE(d.err.find("checksum mismatch in a pages frame"), std::string::npos) << d.err;
     expect_no_vm_on(d);
-    expect_source_finishes(*source, h.sock);
+    expect_source_finishes(*s.source, s.h.sock);
 }
 
 // A byte flipped in the `n`-th frame of `type` with the frame check
@@ -653,29 +627,24 @@ TEST(MigrationFailure, CorruptedFrameIsRefusedAndTheSourceResumes) {
 // guest finishes with the right result on exactly one side.
 void expect_resealed_damage_loses_nothing(FrameType type, const std::vector<std::string>& migrate_args) {
     ASSERT_FALSE(reference_checksum().empty());
-    Hosts h;
-    ASSERT_TRUE(h.net.ok()) << h.net.error();
-    auto dest = h.start_dest();
-    auto proxy = h.start_proxy(corrupt_at(type, 1, Action::CorruptResealed));
-    ASSERT_TRUE(proxy->ok());
-    auto source = h.start_source();
-    ASSERT_TRUE(source->wait_for_line("PROBE-READY", 60s)) << source->err();
-    auto m = h.start_migrate(migrate_args)->finish(120s);
-    EXPECT_TRUE(proxy->corrupted());
+    TwoHostRun s;
+    ASSERT_NO_FATAL_FAILURE(s.start(corrupt_at(type, 1, Action::CorruptResealed)));
+    auto m = s.h.start_migrate(migrate_args)->finish(120s);
+    EXPECT_TRUE(s.proxy->corrupted());
     if (m.exit_code != 0) {
         EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
-        auto d = dest->finish(60s);
+        auto d = s.dest->finish(60s);
         EXPECT_EQ(d.exit_code, 1) << d.err;
         EXPECT_NE(d.err.find("popek: error: incoming migration: "), std::string::npos) << d.err;
         const size_t at = d.err.find("popek: error: incoming migration: ");
         std::printf("damage caught: %s\n", at == std::string::npos ? "?" : d.err.substr(at, d.err.find('\n', at) - at).c_str());
         expect_no_vm_on(d);
-        expect_source_finishes(*source, h.sock);
+        expect_source_finishes(*s.source, s.h.sock);
     } else {
         std::printf("damaged page sent again before the switch: the migration went through\n");
-        auto src = source->finish(60s);
+        auto src = s.source->finish(60s);
         EXPECT_EQ(checksum_of(src.out), "") << "both sides ran the guest";
-        auto d = dest->finish(180s);
+        auto d = s.dest->finish(180s);
         EXPECT_EQ(d.exit_code, 0) << d.err;
         EXPECT_EQ(checksum_of(d.out), reference_checksum()) << "a corrupted page reached the guest: " << d.out;
     }
@@ -699,22 +668,17 @@ TEST(MigrationFailure, CorruptedCompressedFrameLosesNothing) {
 // stream, a record's framing, or the digest of every page catches it — and
 // the source keeps the VM.
 TEST(MigrationFailure, CorruptedCompressedFrameOfAQuietGuestIsRefused) {
-    Hosts h;
-    ASSERT_TRUE(h.net.ok()) << h.net.error();
-    auto dest = h.start_dest();
-    auto proxy = h.start_proxy(corrupt_at(FrameType::PagesZ, 1, Action::CorruptResealed));
-    ASSERT_TRUE(proxy->ok());
-    auto source = h.start_source("idle 64");
-    ASSERT_TRUE(source->wait_for_line("PROBE-IDLE", 60s)) << source->err();
-    auto m = h.start_migrate({"--compress", "auto"})->finish(120s);
-    EXPECT_TRUE(proxy->corrupted());
+    TwoHostRun s;
+    ASSERT_NO_FATAL_FAILURE(s.start(corrupt_at(FrameType::PagesZ, 1, Action::CorruptResealed), "idle 64", "256M", "PROBE-IDLE"));
+    auto m = s.h.start_migrate({"--compress", "auto"})->finish(120s);
+    EXPECT_TRUE(s.proxy->corrupted());
     EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
-    auto d = dest->finish(60s);
+    auto d = s.dest->finish(60s);
     const size_t at = d.err.find("popek: error: incoming migration: ");
     ASSERT_NE(at, std::string::npos) << d.err;
     std::printf("damage caught: %s\n", d.err.substr(at, d.err.find('\n', at) - at).c_str());
     expect_no_vm_on(d);
-    auto info = run_process({POPEK_BIN, "ctl", "--api-sock", h.sock, "info"}, 30s);
+    auto info = run_process({POPEK_BIN, "ctl", "--api-sock", s.h.sock, "info"}, 30s);
     EXPECT_EQ(info.exit_code, 0) << info.err;
     EXPECT_NE(info.out.find("\"running\""), std::string::npos) << "the source must keep the VM: " << info.out;
 }
