@@ -192,7 +192,8 @@ private:
     uint64_t pages_ = 0;
     Connection conn_;
     base::UniqueFd uffd_;
-    base::UniqueFd stop_;  // eventfd: the fault thread ends
+    base::UniqueFd stop_;         // eventfd: the fault thread ends (and the accept thread learns post-copy ended)
+    base::UniqueFd accept_stop_;  // eventfd: the accept thread ends
     std::mutex send_mu_;
     std::vector<uint64_t> needed_;
     std::unique_ptr<std::atomic<uint64_t>[]> arrived_, requested_;
@@ -211,6 +212,7 @@ private:
     bool stopping_ = false;
     std::function<void(const std::string&)> on_failure_;
     bool running_announced_ = false;
+    nlohmann::json final_reply_;  // once complete (under mu_): a source that missed it gets it on resuming
 
     Recovery recovery_;
     bool can_recover_ = false;

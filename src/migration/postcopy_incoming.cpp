@@ -15,6 +15,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "migration/postcopy.hpp"
 #include "migration/precopy.hpp"
@@ -96,7 +97,8 @@ Result<std::unique_ptr<PostcopyIncoming>> PostcopyIncoming::start(memory::GuestM
         return Error::from_errno("post-copy: registering guest RAM with userfaultfd");
     if ((reg.ioctls & (1ull << _UFFDIO_COPY)) == 0) return Error{"post-copy: userfaultfd cannot copy into guest RAM"};
     pc->stop_ = base::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!pc->stop_.valid()) return Error::from_errno("post-copy: eventfd");
+    pc->accept_stop_ = base::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!pc->stop_.valid() || !pc->accept_stop_.valid()) return Error::from_errno("post-copy: eventfd");
 
     pc->conn_ = std::move(conn);
     pc->live_fd_ = pc->conn_.native_handle();
@@ -125,6 +127,8 @@ PostcopyIncoming::~PostcopyIncoming() {
     }
     if (receive_thread_.joinable()) receive_thread_.join();
     release_faults();
+    uint64_t one = 1;
+    (void)!::write(accept_stop_.get(), &one, sizeof one);
     if (accept_thread_.joinable()) accept_thread_.join();
 }
 
@@ -290,16 +294,23 @@ Result<PostcopyIncoming::Step> PostcopyIncoming::handle_frame(const Frame& f, st
                 complete_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0_).count();
             }
             const Figures fig = figures();
-            POPEK_TRY(send_json(FrameType::Reply,
-                                json{{"ok", true},
-                                     {"digest", mine},
-                                     {"postcopy", {{"needed_pages", fig.needed},
-                                                   {"pages_requested", fig.requested},
-                                                   {"pages_received", fig.received},
-                                                   {"pages_zero_filled", fig.zero_filled},
-                                                   {"complete_ms", fig.complete_ms},
-                                                   {"recoveries", fig.recoveries},
-                                                   {"paused_ms", fig.paused_ms}}}}));
+            json reply{{"ok", true},
+                       {"digest", mine},
+                       {"postcopy", {{"needed_pages", fig.needed},
+                                     {"pages_requested", fig.requested},
+                                     {"pages_received", fig.received},
+                                     {"pages_zero_filled", fig.zero_filled},
+                                     {"complete_ms", fig.complete_ms},
+                                     {"recoveries", fig.recoveries},
+                                     {"paused_ms", fig.paused_ms}}}};
+            {
+                std::lock_guard lock(mu_);
+                final_reply_ = reply;
+            }
+            // Every page is here and checked: the VM runs on whatever
+            // happens to this reply (a source that resumes gets it again).
+            if (auto sent = send_json(FrameType::Reply, reply); !sent.ok())
+                log_phase("postcopy", "complete, but the final reply did not go out: " + sent.error().message);
             log_phase("postcopy", "complete: " + std::to_string(fig.received) + " pages (" +
                                       std::to_string(fig.requested) + " requested on demand, " +
                                       std::to_string(fig.zero_filled) + " zero-filled) in " +
@@ -426,15 +437,34 @@ Result<void> PostcopyIncoming::resync() {
 // whose first frame is a Resume with this migration's token replaces the
 // link (the old one is shut down, which wakes the receive thread). Anything
 // else gets a refusing Reply and is closed.
+// After post-copy completed it goes on for the recovery window, answering
+// a resume with the final reply (the source may have missed it).
 void PostcopyIncoming::accept_loop() {
     pthread_setname_np(pthread_self(), "popek-pc-accept");
+    std::optional<Clock::time_point> grace_end;
     for (;;) {
-        pollfd fds[2] = {{recovery_.listener.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
-        if (::poll(fds, 2, -1) < 0) {
+        int timeout_ms = -1;
+        if (grace_end) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*grace_end - Clock::now()).count();
+            if (left <= 0) break;
+            timeout_ms = static_cast<int>(left);
+        }
+        pollfd fds[3] = {{recovery_.listener.get(), POLLIN, 0},
+                         {accept_stop_.get(), POLLIN, 0},
+                         {grace_end ? -1 : stop_.get(), POLLIN, 0}};
+        const int ready = ::poll(fds, 3, timeout_ms);
+        if (ready < 0) {
             if (errno == EINTR) continue;
             break;
         }
         if (fds[1].revents != 0) break;
+        if (fds[2].revents != 0) {  // post-copy ended
+            std::lock_guard lock(mu_);
+            if (final_reply_.is_null()) break;
+            grace_end = Clock::now() + std::chrono::milliseconds(recovery_.window_ms);
+            continue;
+        }
+        if (ready == 0) continue;
         if ((fds[0].revents & POLLIN) == 0) {
             if (fds[0].revents != 0) break;  // the listener broke
             continue;
@@ -460,8 +490,17 @@ void PostcopyIncoming::accept_loop() {
             (void)c->send_json(FrameType::Reply, json{{"ok", false}, {"error", refusal}});
             continue;
         }
-        std::lock_guard lock(mu_);
-        if (stopping_ || done_ || !failure_.empty()) break;
+        std::unique_lock lock(mu_);
+        if (!final_reply_.is_null()) {
+            json reply = final_reply_;
+            lock.unlock();
+            reply["resumed"] = true;
+            reply["completed"] = true;
+            log_phase("postcopy", "the source reconnected after post-copy completed: it gets the final reply again");
+            (void)c->send_json(FrameType::Reply, reply);
+            continue;
+        }
+        if (stopping_ || !failure_.empty()) break;
         // The old link is dead to the source: wake the receive thread from it
         // (before publishing: the swap happens only after, so this is the old socket).
         const int fd = live_fd_.load();

@@ -231,9 +231,10 @@ Result<json> postcopy_send(PostcopySwitch& sw) {
 
     // A lost link (or a destination that stopped taking bytes): reconnect to
     // the same address within --postcopy-recover-ms and carry on from what
-    // the destination says it has. Ok: resumed on a new link.
+    // the destination says it has. Ok: resumed on a new link (false) or the
+    // destination had completed and answered its final reply again (true).
     const std::string to = sw.opt.to;
-    auto recover = [&](const std::string& why) -> Result<void> {
+    auto recover = [&](const std::string& why) -> Result<bool> {
         if (recover_ms == 0) return Error{why};
         reader.reset();  // joins it (shuts the old link down)
         log_phase("postcopy", "paused: " + why + "; reconnecting to " + to + " for up to " +
@@ -272,6 +273,15 @@ Result<json> postcopy_send(PostcopySwitch& sw) {
             }
             if (!j->value("ok", false))
                 return Error{why + "; the destination refused to resume: " + j->value("error", std::string("no reason given"))};
+            if (j->value("completed", false)) {
+                // Its final reply was lost with the link: this is it.
+                if (running.is_null()) on_running(json{{"ok", true}, {"running", true}});
+                final_reply = *j;
+                paused_ms += ms_since(t0);
+                ++recoveries;
+                log_phase("postcopy", "reconnected: the destination had completed post-copy");
+                return true;
+            }
             auto a = j->find("arrived");
             if (a == j->end() || !a->is_binary() || a->get_binary().size() != needed.size() * 8)
                 return Error{why + "; the destination's resume reply has no arrived-pages bitmap of " +
@@ -306,7 +316,7 @@ Result<json> postcopy_send(PostcopySwitch& sw) {
             log_phase("postcopy", "resumed after " + std::to_string(static_cast<int>(ms)) + " ms: the destination has " +
                                       std::to_string(sent_count) + " of " + std::to_string(needed_count) +
                                       " needed pages");
-            return {};
+            return false;
         }
     };
 
@@ -362,7 +372,8 @@ Result<json> postcopy_send(PostcopySwitch& sw) {
         if (lost.empty() && now - last_progress > timeout)
             lost = "the destination took nothing for " + std::to_string(sw.opt.timeout_ms) + " ms";
         if (!lost.empty()) {
-            POPEK_TRY(recover(lost));
+            POPEK_ASSIGN_OR_RETURN(bool completed, recover(lost));
+            if (completed) break;
             continue;
         }
         hold_push = !end_sent && (socket_full || now < next_push);
@@ -376,7 +387,8 @@ Result<json> postcopy_send(PostcopySwitch& sw) {
                 ++n;
             }
             if (auto r = flush(); !r.ok()) {
-                POPEK_TRY(recover(r.error().message));
+                POPEK_ASSIGN_OR_RETURN(bool completed, recover(r.error().message));
+                if (completed) break;
                 continue;
             }
             if ((pages_sent & 0x3ff) == 0 || cursor >= pages)
@@ -390,7 +402,8 @@ Result<json> postcopy_send(PostcopySwitch& sw) {
                                                                        {"pages", sent_count}});
                 bytes += end.size();
                 if (auto r = sw.conn.send_raw(end); !r.ok()) {
-                    POPEK_TRY(recover(r.error().message));
+                    POPEK_ASSIGN_OR_RETURN(bool completed, recover(r.error().message));
+                    if (completed) break;
                     continue;
                 }
                 all_sent_ms = ms_since(t_switch);
@@ -408,7 +421,11 @@ Result<json> postcopy_send(PostcopySwitch& sw) {
                      (e != final_reply.end() && e->is_string() ? e->get<std::string>() : "no reason given")};
     }
     const uint64_t theirs = final_reply.value("digest", uint64_t{0});
-    const uint64_t mine = source_digest.value_or(0);
+    if (!source_digest) {  // (the destination completes only after the end frame, which carries it)
+        POPEK_ASSIGN_OR_RETURN(uint64_t d, digest.get());
+        source_digest = d;
+    }
+    const uint64_t mine = *source_digest;
     json& r = sw.report;
     r["bytes_sent"] = r.value("bytes_sent", uint64_t{0}) + bytes;
     r["pages_sent"] = r.value("pages_sent", uint64_t{0}) + pages_sent;

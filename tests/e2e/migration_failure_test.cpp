@@ -531,21 +531,27 @@ struct PostcopyRun : TwoHostRun {
             (void)c.wait_for_line("PROBE-NEVER", 50ms);
         ASSERT_NE(c.err().find(text), std::string::npos) << "no '" << text << "' in:\n" << c.err();
     }
-    // The migration completed after `recoveries` lost links, the destination
-    // finishes the computation with the uninterrupted result, the source not.
-    void expect_completed_after_recovery() {
+    // The migration completed after a lost link, the destination finishes
+    // the computation with the uninterrupted result, the source not.
+    // `resumed`: the source took post-copy back (else it reconnected only
+    // to hear the destination had completed).
+    void expect_completed_after_recovery(bool resumed = true) {
         auto m = migrate->finish(180s);
         ASSERT_EQ(m.exit_code, 0) << m.out << m.err;
         const auto report = report_of(m);
         EXPECT_TRUE(report.value("digest_match", false)) << m.out;
         const auto pc = report.value("postcopy", nlohmann::json::object());
         EXPECT_GE(pc.value("recoveries", 0u), 1u) << m.out;
-        EXPECT_GE(pc.value("destination", nlohmann::json::object()).value("recoveries", 0u), 1u) << m.out;
+        if (resumed) {
+            EXPECT_GE(pc.value("destination", nlohmann::json::object()).value("recoveries", 0u), 1u) << m.out;
+        }
         EXPECT_GE(proxy->links(), 2u);
         auto src = source->finish(60s);
         EXPECT_EQ(src.exit_code, 0) << src.err;
         EXPECT_EQ(checksum_of(src.out), "") << "the source must not finish what it handed over";
-        EXPECT_NE(src.err.find("postcopy resumed after"), std::string::npos) << src.err;
+        EXPECT_NE(src.err.find(resumed ? "postcopy resumed after" : "the destination had completed post-copy"),
+                  std::string::npos)
+            << src.err;
         auto d = dest->finish(180s);
         EXPECT_EQ(d.exit_code, 0) << d.err;
         EXPECT_EQ(checksum_of(d.out), reference_checksum()) << d.out;
@@ -593,6 +599,21 @@ TEST(PostcopyRecovery, ACorruptedFrameAfterTheSwitchIsSentAgain) {
     EXPECT_TRUE(r.proxy->corrupted());
     EXPECT_NE(r.dest->err().find("checksum mismatch"), std::string::npos) << r.dest->err();
     ASSERT_NO_FATAL_FAILURE(r.expect_completed_after_recovery());
+}
+
+// The destination's final reply (every page there, digests equal) is lost
+// with the link: the source reconnects and the destination, done, answers
+// it again, so the migration ends as completed instead of failed.
+TEST(PostcopyRecovery, ALostFinalReplyIsAnsweredAgainOnTheResumedLink) {
+    ASSERT_FALSE(reference_checksum().empty());
+    PostcopyRun r;
+    // Replies to the source: the reservation's, running, then the final one.
+    ASSERT_NO_FATAL_FAILURE(r.start_postcopy(hold_at(Dir::ToSource, FrameType::Reply, 3)));
+    ASSERT_NE(r.proxy->wait_held(120s), "") << r.migrate->err();
+    ASSERT_NO_FATAL_FAILURE(PostcopyRun::wait_for_text(*r.dest, "matches the source's", 60s));
+    r.proxy->drop();
+    ASSERT_NO_FATAL_FAILURE(r.expect_completed_after_recovery(false));
+    EXPECT_NE(r.dest->err().find("gets the final reply again"), std::string::npos) << r.dest->err();
 }
 
 // ---- a corrupted stream ------------------------------------------------------------------

@@ -238,7 +238,7 @@ std::vector<uint64_t> bitmap_of(const json& reply) {
 TEST(PostcopyIncoming, ALostSourceComesBackWithItsTokenAndPostcopyFinishes) {
     Pair p;
     Listener l;
-    auto pc = start_recoverable(p, l, 42, 10000);
+    auto pc = start_recoverable(p, l, 42, 2000);
     ASSERT_NE(pc, nullptr);
     bool failed = false;
     pc->on_failure([&](const std::string&) { failed = true; });
@@ -297,8 +297,15 @@ TEST(PostcopyIncoming, ALostSourceComesBackWithItsTokenAndPostcopyFinishes) {
     EXPECT_EQ(pc->figures().recoveries, 1u);
     EXPECT_EQ(j->value("postcopy", json::object()).value("recoveries", 0u), 1u);
     for (uint64_t i = 0; i < Pair::kPages; ++i) EXPECT_EQ(std::memcmp(base + i * 4096, p.truth[i].data(), 4096), 0) << i;
-    // Post-copy over: the port is closed.
-    for (auto t0 = std::chrono::steady_clock::now(); std::chrono::steady_clock::now() - t0 < 5s;) {
+    // A source that lost the final reply with the link gets it again.
+    p.src.shutdown();
+    Connection late;
+    const json again_reply = resume(l.addr, 42, late);
+    EXPECT_TRUE(again_reply.value("ok", false)) << again_reply.dump();
+    EXPECT_TRUE(again_reply.value("completed", false)) << again_reply.dump();
+    EXPECT_EQ(again_reply.value("digest", 0ull), p.source_digest());
+    // The window after completion over, the port is closed.
+    for (auto t0 = std::chrono::steady_clock::now(); std::chrono::steady_clock::now() - t0 < 6s;) {
         if (!tcp_connect(l.addr, 1000).ok()) break;
         std::this_thread::sleep_for(5ms);
     }
