@@ -124,17 +124,13 @@ Result<json> Receiver::switch_to_postcopy(const json& j) {
     auto tok = j.find("resume_token");
     auto win = j.find("recover_ms");
     if (listener != nullptr && listener->valid() && tok != j.end() && tok->is_number_unsigned() && win != j.end() &&
-        win->is_number_unsigned()) {
+        win->is_number_unsigned() && win->get<uint64_t>() > 0) {
+        recovery.listener = std::move(*listener);
         recovery.token = tok->get<uint64_t>();
         recovery.window_ms = static_cast<uint32_t>(std::min<uint64_t>(win->get<uint64_t>(), kMaxRecoverMs));
         recovery.send_timeout_ms = static_cast<uint32_t>(timeout_ms);
     }
-    auto pc = PostcopyIncoming::start(*mem, conn, std::move(needed), std::move(digests), 0,
-                                      recovery.window_ms > 0 ? PostcopyIncoming::Recovery{std::move(*listener),
-                                                                                          recovery.token,
-                                                                                          recovery.window_ms,
-                                                                                          recovery.send_timeout_ms}
-                                                             : PostcopyIncoming::Recovery{});
+    auto pc = PostcopyIncoming::start(*mem, conn, std::move(needed), std::move(digests), 0, std::move(recovery));
     if (!pc) {
         refuse(conn, pc.error().message);
         return pc.error();
