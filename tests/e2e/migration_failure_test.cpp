@@ -583,6 +583,8 @@ TEST(PostcopyRecovery, ALinkDownLongerThanTheTimeoutIsTakenBackWhenItReturns) {
     ASSERT_NO_FATAL_FAILURE(PostcopyRun::wait_for_text(*r.source, "postcopy paused", 60s));
     EXPECT_EQ(r.dest->err().find("postcopy complete"), std::string::npos) << "lost the link too late:\n"
                                                                           << r.dest->err();
+    // popek migrate's progress shows the pause (a line a second off a terminal).
+    ASSERT_NO_FATAL_FAILURE(PostcopyRun::wait_for_text(*r.migrate, "postcopy-paused", 30s));
     ASSERT_TRUE(r.h.net.set_link(0, true));
     ASSERT_NO_FATAL_FAILURE(r.expect_completed_after_recovery());
 }
